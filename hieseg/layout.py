@@ -1,0 +1,131 @@
+"""The on-disk layouts the project reads and writes.
+
+Two layouts exist:
+
+* the public BONBID-HIE training release, one folder per modality, files named by case id::
+
+      <root>/1ADC_ss/<case>-ADC_ss.mha
+      <root>/2Z_ADC/Zmap_<case>-ADC_smooth2mm_clipped10.mha
+      <root>/3LABEL/<case>_lesion.mha
+
+* the grand-challenge container interface, one case per run, files named by a uuid::
+
+      <input>/images/skull-stripped-adc-brain-mri/<uuid>.mha
+      <input>/images/z-score-adc/<uuid>.mha
+      <output>/images/hie-lesion-segmentation/<uuid>.mha
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from hieseg.image_io import ImageError, check_same_geometry, read_image
+
+ADC_DIR = "1ADC_ss"
+ZADC_DIR = "2Z_ADC"
+LABEL_DIR = "3LABEL"
+ADC_SUFFIX = "-ADC_ss.mha"
+ZADC_PREFIX = "Zmap_"
+ZADC_SUFFIX = "-ADC_smooth2mm_clipped10.mha"
+LABEL_SUFFIX = "_lesion.mha"
+
+CONTAINER_ADC_DIR = Path("images/skull-stripped-adc-brain-mri")
+CONTAINER_ZADC_DIR = Path("images/z-score-adc")
+CONTAINER_OUTPUT_DIR = Path("images/hie-lesion-segmentation")
+
+
+class DatasetError(ValueError):
+    """A data folder that does not follow the release layout, naming the case at fault."""
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """Paths of the three files of one training case."""
+
+    case_id: str
+    adc: Path
+    zadc: Path
+    label: Path | None
+
+
+@dataclass
+class CaseImages:
+    """The validated images of one case, all on the same native grid."""
+
+    files: CaseFiles
+    adc: sitk.Image
+    zadc: sitk.Image
+    label: sitk.Image | None
+
+
+def adc_path(root: Path, case_id: str) -> Path:
+    return Path(root) / ADC_DIR / f"{case_id}{ADC_SUFFIX}"
+
+
+def zadc_path(root: Path, case_id: str) -> Path:
+    return Path(root) / ZADC_DIR / f"{ZADC_PREFIX}{case_id}{ZADC_SUFFIX}"
+
+
+def label_path(root: Path, case_id: str) -> Path:
+    return Path(root) / LABEL_DIR / f"{case_id}{LABEL_SUFFIX}"
+
+
+def discover_cases(root: Path, *, require_labels: bool = True) -> list[CaseFiles]:
+    """List the cases of a release folder, sorted by id, after checking every partner exists."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder not found")
+    adc_dir = root / ADC_DIR
+    if not adc_dir.is_dir():
+        raise DatasetError(f"{root}: missing the {ADC_DIR}/ folder of the BONBID-HIE layout")
+    ids = {path.name[: -len(ADC_SUFFIX)] for path in adc_dir.glob(f"*{ADC_SUFFIX}")}
+    ids |= _ids_in(root / ZADC_DIR, rf"^{re.escape(ZADC_PREFIX)}(.+){re.escape(ZADC_SUFFIX)}$")
+    if require_labels:
+        ids |= _ids_in(root / LABEL_DIR, rf"^(.+){re.escape(LABEL_SUFFIX)}$")
+    if not ids:
+        raise DatasetError(f"{root}: no cases found (expected {ADC_DIR}/<case>{ADC_SUFFIX})")
+    cases = []
+    for case_id in sorted(ids):
+        files = CaseFiles(
+            case_id=case_id,
+            adc=adc_path(root, case_id),
+            zadc=zadc_path(root, case_id),
+            label=label_path(root, case_id) if require_labels else None,
+        )
+        missing = [p for p in (files.adc, files.zadc, files.label) if p is not None and not p.is_file()]
+        if missing:
+            raise DatasetError(
+                f"case {case_id}: missing partner file(s): " + ", ".join(str(p) for p in missing)
+            )
+        cases.append(files)
+    return cases
+
+
+def _ids_in(folder: Path, pattern: str) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    regex = re.compile(pattern)
+    return {match.group(1) for path in folder.iterdir() if (match := regex.match(path.name))}
+
+
+def load_case(files: CaseFiles) -> CaseImages:
+    """Read a case's images and check they share one grid and the label is binary."""
+    try:
+        adc = read_image(files.adc)
+        zadc = read_image(files.zadc)
+        check_same_geometry(adc, files.adc, zadc, files.zadc)
+        label = None
+        if files.label is not None:
+            label = read_image(files.label)
+            check_same_geometry(adc, files.adc, label, files.label)
+            values = np.unique(sitk.GetArrayViewFromImage(label))
+            if not np.isin(values, (0, 1)).all():
+                raise ImageError(f"{files.label}: label must be binary 0/1, found values {values[:8].tolist()}")
+    except ImageError as exc:
+        raise DatasetError(f"case {files.case_id}: {exc}") from exc
+    return CaseImages(files=files, adc=adc, zadc=zadc, label=label)

@@ -1,0 +1,771 @@
+"""Synthetic BONBID-HIE-like cases: ADC, Z_ADC and lesion label of a neonatal brain.
+
+Real BONBID-HIE data cannot be shipped with the project, so tests, demos, the demo model's
+training and benchmarks use volumes drawn by this module. Every case is a pure function of
+its seed, and the anatomy, the lesions and the acquisition are drawn from separate random
+streams: asking for the same seed with another ``lesion_burden`` gives the same brain with
+other lesions, which lets a test compare a lesioned brain with its healthy twin.
+
+What is modelled / what is not
+------------------------------
+Modelled:
+
+* Grids like the release's: in-plane 128..256 voxels (x == y), 16..64 slices, in-plane
+  spacing giving a 180-240 mm field of view, slices 2-6 mm thick (thicker when fewer, so the
+  z extent is 96-130 mm), a small random origin and an identity or slightly oblique
+  (orthonormal) direction.
+* A skull-stripped neonatal brain: a smoothly deformed, posteriorly widened ellipsoid
+  (100-120 mm antero-posterior, 80-100 mm wide, 70-90 mm tall) tilted by a few degrees in
+  the grid, shrunk to fit when a caller's field of view is too small. Tissue classes:
+  an outer CSF rim with sulcal variation, an interhemispheric fissure, lateral ventricles,
+  a gyrated cortical band, deep grey matter (lentiform nuclei, caudate heads, thalami) and
+  white matter with the high ADC of the unmyelinated neonatal brain (see ``TISSUES``).
+* HIE lesions: 1-6 irregular blobs of restricted diffusion (ADC 450-850 x 10^-6 mm^2/s,
+  darkest at the core) placed in white matter, deep grey matter or cortex after a
+  watershed, basal-ganglia/thalamus or mixed pattern, never in CSF nor outside the brain.
+  Their total volume hits the requested fraction of brain volume to the voxel. Default
+  burdens follow the release's skew: 60 % log-uniform in [0.05 %, 1 %], 40 % log-uniform in
+  [1 %, 30 %]. Default draws always have a lesion; a lesion-free case needs an explicit
+  ``lesion_burden=0``.
+* Acquisition: partial-volume blur (Gaussian of about a voxel's width per axis, hence much
+  wider in mm along z), a mild multiplicative bias field and Rician noise whose sigma is
+  3-7 % of the local ADC (high-ADC CSF comes from low DWI signal, so it is noisier). ADC is
+  float32 in 10^-6 mm^2/s, >= 0 inside the brain and exactly 0 outside.
+* Z_ADC: (ADC - normative mean) / normative std, where the normative maps are the same
+  brain's lesion-free tissue means and per-tissue std, blurred like the acquisition and by
+  the 2 mm kernel; the z map is then smoothed by a 2 mm FWHM Gaussian within the brain and
+  clipped to [-10, 10], as the release's ``ADC_smooth2mm_clipped10`` maps. Lesions read about
+  -3 to -8, white and deep grey matter about 0 +/- 0.7, and 0 outside the brain; the thin
+  cortex and CSF rim read about -1 and +0.6, because the normative map is smoother than the
+  image, like the boundary bias of a real atlas-based map.
+
+Not modelled: the skull and scalp (cases are skull-stripped), cerebellum, brainstem and
+temporal-lobe shape, myelination gradients (e.g. the lower-ADC internal capsule), DWI
+artefacts (eddy currents, susceptibility, motion, ghosting), registration errors of a real
+atlas-based Z map, pseudo-normalisation of late scans, and the scanner and site mix of the
+real release. The lesion shapes are plausible, not traced from patients: a model trained
+only on these cases learns the contrast, not real HIE morphology.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from tqdm import tqdm
+
+from hieseg.image_io import Geometry, from_xyz_array, write_image_atomic
+from hieseg.layout import CONTAINER_ADC_DIR, CONTAINER_ZADC_DIR, adc_path, label_path, zadc_path
+
+
+class TissueClass(IntEnum):
+    """Codes of the tissue map returned in :attr:`SyntheticCase.tissue`."""
+
+    BACKGROUND = 0
+    CSF = 1
+    CORTEX = 2
+    WHITE_MATTER = 3
+    DEEP_GREY = 4
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """Per-case range of a tissue's mean ADC and its normative std, in 10^-6 mm^2/s."""
+
+    adc_range: tuple[float, float]
+    normative_std: float
+
+
+TISSUES: dict[TissueClass, TissueParams] = {
+    TissueClass.CSF: TissueParams(adc_range=(2800.0, 3200.0), normative_std=200.0),
+    TissueClass.CORTEX: TissueParams(adc_range=(1100.0, 1300.0), normative_std=120.0),
+    TissueClass.WHITE_MATTER: TissueParams(adc_range=(1400.0, 1700.0), normative_std=150.0),
+    TissueClass.DEEP_GREY: TissueParams(adc_range=(1000.0, 1150.0), normative_std=100.0),
+}
+"""Neonatal ADC by tissue: unmyelinated white matter is brighter than grey matter."""
+
+LESION_TISSUES = (TissueClass.WHITE_MATTER, TissueClass.DEEP_GREY, TissueClass.CORTEX)
+LESION_PATTERNS: dict[str, tuple[float, float, float]] = {
+    "watershed": (0.6, 0.05, 0.35),
+    "basal_ganglia_thalamus": (0.2, 0.7, 0.1),
+    "mixed": (0.45, 0.3, 0.25),
+}
+"""Chance that a blob is centred in each of ``LESION_TISSUES``, by HIE injury pattern."""
+LESION_ADC_RANGE = (450.0, 850.0)
+LESION_CORE_FACTOR = 0.85
+LESION_RIM_RISE = 0.2
+"""A blob's ADC runs from LESION_CORE_FACTOR times its level at the core to +LESION_RIM_RISE at the rim."""
+LESION_BLOBS = (1, 6)
+LESION_IRREGULARITY = 0.4
+"""Amplitude of the noise added to each blob's normalised ellipsoid radius."""
+LESION_NOISE_SCALE_MM = 4.0
+SMALL_BURDEN_PROBABILITY = 0.6
+SMALL_BURDEN_RANGE = (0.0005, 0.01)
+LARGE_BURDEN_RANGE = (0.01, 0.30)
+MAX_BURDEN = 0.5
+
+IN_PLANE_SIZES = (128, 160, 192, 224, 256)
+SLICE_COUNT_RANGE = (16, 64)
+FIELD_OF_VIEW_MM = (180.0, 240.0)
+Z_EXTENT_MM = (100.0, 130.0)
+SLICE_THICKNESS_MM = (2.0, 6.0)
+MIN_SIZE = 8
+MIN_BRAIN_VOXELS = 500
+MIN_BRAIN_SCALE = 0.2
+"""Smallest shrink factor applied to fit a brain in a caller's field of view."""
+OBLIQUE_PROBABILITY = 0.5
+OBLIQUE_MAX_DEG = 4.0
+ORIGIN_JITTER_MM = 10.0
+
+BRAIN_SEMI_AXES_MM = ((40.0, 50.0), (50.0, 60.0), (35.0, 45.0))
+"""Ranges of the brain's semi-axes: left-right, antero-posterior, infero-superior."""
+REFERENCE_SEMI_AXES_MM = (45.0, 55.0, 40.0)
+"""The brain in which ``DEEP_STRUCTURES`` etc. are given in mm; they scale with the case's."""
+HEAD_TILT_MAX_DEG = (6.0, 10.0, 6.0)
+BRAIN_OFFSET_MAX_MM = (4.0, 6.0, 4.0)
+DEFORMATION_AMPLITUDE = (0.02, 0.05)
+DEFORMATION_CLIP = 2.0
+DEFORMATION_SCALE_MM = 25.0
+POSTERIOR_WIDENING = (0.0, 0.08)
+BOUNDS_SLACK = 1.22
+"""Worst-case growth of the brain beyond its ellipsoid from deformation and widening."""
+FIT_MARGIN_MM = 2.0
+CSF_RIM_DEPTH = (0.02, 0.045)
+CORTEX_DEPTH = (0.05, 0.08)
+GYRAL_SCALE_MM = 9.0
+CORTEX_UNDULATION = 0.015
+"""Amplitude of the smooth variation of the cortical band's depth, normalised units."""
+SULCUS_DEPTH = (0.1, 0.2)
+"""How deep sulci reach into the brain, in normalised radius (about 5-10 mm)."""
+SULCUS_HALF_WIDTH = 0.12
+SULCUS_LINING = 0.3
+"""Sulci are CSF where the gyral noise is within SULCUS_HALF_WIDTH of 0 (sheets that fold
+like sulci), lined with cortex SULCUS_LINING further on each side."""
+DEEP_STRUCTURES: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ((19.0, -6.0, -2.0), (6.0, 11.0, 9.0)),  # lentiform nucleus
+    ((11.0, -14.0, 8.0), (4.0, 7.0, 6.0)),  # caudate head
+    ((9.0, 8.0, 0.0), (8.0, 11.0, 8.0)),  # thalamus
+)
+"""Right-hemisphere (centre, semi-axes) in reference mm; mirrored to the left."""
+VENTRICLE = ((7.0, 0.0, 12.0), (3.5, 22.0, 4.5))
+VENTRICLE_SCALE = (0.7, 1.6)
+"""Widening of the ventricles' slit (x and z semi-axes) to vary ventricular size."""
+DEEP_REGION = (0.62, 0.45, 0.52)
+"""Normalised half-extent of the central box holding every deep structure."""
+FISSURE_HALF_WIDTH_MM = 0.9
+FISSURE_ABOVE_MM = 18.0
+FISSURE_POLES_MM = 38.0
+
+PARTIAL_VOLUME_VOXELS = 0.3
+"""Sigma of the partial-volume blur per axis, in voxels (a one-voxel box profile has a std of 0.29)."""
+IN_PLANE_RESOLUTION_SIGMA_MM = (0.5, 0.9)
+"""Sigma of the in-plane blur of the acquisition, interpolated to the reconstructed grid."""
+BIAS_AMPLITUDE = (0.02, 0.06)
+BIAS_SCALE_MM = 80.0
+NOISE_FRACTION = (0.03, 0.07)
+ZMAP_FWHM_MM = 2.0
+ZMAP_CLIP = 10.0
+GAUSSIAN_TRUNCATE = 3.0
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+@dataclass
+class SyntheticCase:
+    """One generated case; the three images share one grid."""
+
+    case_id: str
+    adc: sitk.Image
+    zadc: sitk.Image
+    label: sitk.Image
+    tissue: np.ndarray | None = None
+    """(x, y, z) uint8 map of :class:`TissueClass` codes (lesions keep their tissue's code)."""
+
+
+@dataclass(frozen=True)
+class _Head:
+    """Anatomy of one brain in the grid frame (mm from the grid centre)."""
+
+    semi_axes: np.ndarray
+    rotation: np.ndarray
+    """Columns: the brain's left-right, antero-posterior and infero-superior axes in the grid."""
+    centre: np.ndarray
+    widening: float
+    deformation: float
+    csf_depth: float
+    cortex_depth: float
+    sulcus_depth: float
+    ventricle_scale: float
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """The sub-grid around the brain where all the work happens."""
+
+    slices: tuple[slice, slice, slice]
+    axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray]
+    """Grid-frame coordinate of each voxel of the crop, per axis."""
+    spacing: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Brain:
+    """Tissue map and brain mask of the crop."""
+
+    tissue: np.ndarray
+    mask: np.ndarray
+
+
+def draw_lesion_burden(rng: np.random.Generator) -> float:
+    """A lesion fraction of brain volume from the release-like skewed mixture (never 0)."""
+    low, high = SMALL_BURDEN_RANGE if rng.random() < SMALL_BURDEN_PROBABILITY else LARGE_BURDEN_RANGE
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` of a release: independent of how many cases are written."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def release_case_id(index: int) -> str:
+    """Case id of the ``index``-th (0-based) synthetic release case, e.g. ``SYNTH_001-VISIT_01``."""
+    return f"SYNTH_{index + 1:03d}-VISIT_01"
+
+
+def make_case(
+    case_id: str,
+    seed: int,
+    size: tuple[int, int, int] | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    lesion_burden: float | None = None,
+) -> SyntheticCase:
+    """Generate one case, deterministically from ``seed``.
+
+    ``size`` is (x, y, z) voxels and ``spacing`` mm; each is drawn from release-like choices
+    when None (a given size gets a spacing matching a realistic field of view).
+    ``lesion_burden`` is the lesion fraction of brain volume, 0 for a lesion-free case, drawn
+    by :func:`draw_lesion_burden` when None.
+    """
+    _check_request(size, spacing, lesion_burden)
+    geometry_rng, anatomy_rng, lesion_rng, acquisition_rng = (
+        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)
+    )
+    geometry = _draw_geometry(geometry_rng, size, spacing)
+    head = _draw_head(anatomy_rng, geometry)
+    crop = _crop_around(head, geometry)
+    brain = _draw_brain(anatomy_rng, head, crop)
+    n_brain = int(brain.mask.sum())
+    if n_brain < MIN_BRAIN_VOXELS:
+        raise ValueError(
+            f"size {geometry.size} with spacing {tuple(round(s, 3) for s in geometry.spacing)} mm holds only "
+            f"{n_brain} brain voxels (need {MIN_BRAIN_VOXELS}); use a larger grid or coarser spacing"
+        )
+    burden = draw_lesion_burden(lesion_rng) if lesion_burden is None else lesion_burden
+    tissue_means = _draw_tissue_means(anatomy_rng)
+    lesion, lesion_adc = _draw_lesions(lesion_rng, brain, crop, burden, n_brain)
+    normal = tissue_means[brain.tissue]
+    clean = normal.copy()
+    clean[lesion] = lesion_adc
+    blur = _acquisition_sigma(acquisition_rng, geometry)
+    adc = _acquire(acquisition_rng, clean, brain.mask, crop, blur)
+    zadc = _z_map(adc, normal, brain, blur, np.asarray(geometry.spacing))
+    return _assemble(case_id, geometry, crop, adc, zadc, lesion, brain.tissue)
+
+
+def write_release(
+    root: Path,
+    n_cases: int,
+    seed: int = 0,
+    sizes: tuple[int, int, int] | Sequence[tuple[int, int, int]] | None = None,
+    *,
+    progress: bool = False,
+) -> list[str]:
+    """Write ``n_cases`` cases in the public release layout under ``root`` and return their ids.
+
+    ``sizes`` is one (x, y, z) for every case, one per case, or None for drawn sizes.
+    Case ``i`` is ``make_case(release_case_id(i), case_seed(seed, i), ...)``, so it is the same
+    whatever ``n_cases`` is.
+    """
+    if n_cases < 1:
+        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
+    per_case = _sizes_per_case(sizes, n_cases)
+    root = Path(root)
+    ids = []
+    for index in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=not progress):
+        case = make_case(release_case_id(index), case_seed(seed, index), size=per_case[index])
+        write_image_atomic(case.adc, adc_path(root, case.case_id))
+        write_image_atomic(case.zadc, zadc_path(root, case.case_id))
+        write_image_atomic(case.label, label_path(root, case.case_id))
+        ids.append(case.case_id)
+    return ids
+
+
+def write_container_case(input_root: Path, case: SyntheticCase, uuid: str) -> tuple[Path, Path]:
+    """Write a case's ADC and Z_ADC as the grand-challenge container's inputs; return both paths."""
+    _check_uuid(uuid)
+    adc_file = Path(input_root) / CONTAINER_ADC_DIR / f"{uuid}.mha"
+    zadc_file = Path(input_root) / CONTAINER_ZADC_DIR / f"{uuid}.mha"
+    write_image_atomic(case.adc, adc_file)
+    write_image_atomic(case.zadc, zadc_file)
+    return adc_file, zadc_file
+
+
+def _check_request(
+    size: tuple[int, int, int] | None,
+    spacing: tuple[float, float, float] | None,
+    lesion_burden: float | None,
+) -> None:
+    """Reject sizes, spacings and burdens the generator cannot honour, naming the value."""
+    if size is not None:
+        if len(size) != 3 or any(int(n) != n or n < MIN_SIZE for n in size):
+            raise ValueError(f"size must be 3 integers >= {MIN_SIZE} (x, y, z), got {tuple(size)}")
+    if spacing is not None:
+        if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+            raise ValueError(f"spacing must be 3 positive finite mm values (x, y, z), got {tuple(spacing)}")
+    if lesion_burden is not None and not 0.0 <= lesion_burden <= MAX_BURDEN:
+        raise ValueError(f"lesion_burden must be in [0, {MAX_BURDEN}], got {lesion_burden}")
+
+
+def _check_uuid(uuid: str) -> None:
+    if not uuid or uuid in {".", ".."} or any(c in uuid for c in "/\\\0"):
+        raise ValueError(f"invalid case uuid {uuid!r}: must be a non-empty file name without separators")
+
+
+def _sizes_per_case(
+    sizes: tuple[int, int, int] | Sequence[tuple[int, int, int]] | None, n_cases: int
+) -> list[tuple[int, int, int] | None]:
+    """Expand write_release's ``sizes`` argument to one entry per case."""
+    if sizes is None:
+        return [None] * n_cases
+    if len(sizes) == 3 and all(isinstance(n, (int, np.integer)) for n in sizes):
+        return [tuple(int(n) for n in sizes)] * n_cases
+    if len(sizes) != n_cases:
+        raise ValueError(f"sizes has {len(sizes)} entries for {n_cases} cases")
+    return [tuple(int(n) for n in size) for size in sizes]
+
+
+def _draw_geometry(
+    rng: np.random.Generator,
+    size: tuple[int, int, int] | None,
+    spacing: tuple[float, float, float] | None,
+) -> Geometry:
+    """Grid of a case: release-like size, spacing from a realistic field of view, near-axial direction."""
+    if size is None:
+        in_plane = int(rng.choice(IN_PLANE_SIZES))
+        size = (in_plane, in_plane, int(rng.integers(SLICE_COUNT_RANGE[0], SLICE_COUNT_RANGE[1] + 1)))
+    size = tuple(int(n) for n in size)
+    fov = rng.uniform(*FIELD_OF_VIEW_MM)
+    z_extent = rng.uniform(*Z_EXTENT_MM)
+    if spacing is None:
+        thickness = float(np.clip(z_extent / size[2], *SLICE_THICKNESS_MM))
+        spacing = (fov / size[0], fov / size[1], thickness)
+    spacing = tuple(float(s) for s in spacing)
+    direction = np.eye(3)
+    if rng.random() < OBLIQUE_PROBABILITY:
+        direction = _rotation(np.radians(rng.uniform(-OBLIQUE_MAX_DEG, OBLIQUE_MAX_DEG, size=3)))
+    half = (np.asarray(size) - 1) * np.asarray(spacing) / 2.0
+    origin = -direction @ half + rng.uniform(-ORIGIN_JITTER_MM, ORIGIN_JITTER_MM, size=3)
+    return Geometry(
+        size=size,
+        spacing=spacing,
+        origin=tuple(float(v) for v in origin),
+        direction=tuple(float(v) for v in direction.ravel()),
+    )
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    """Orthonormal rotation matrix from (x, y, z) Euler angles in radians."""
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    around_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    around_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    around_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return around_z @ around_y @ around_x
+
+
+def _draw_head(rng: np.random.Generator, geometry: Geometry) -> _Head:
+    """Size, pose and layer depths of the brain, shrunk if the field of view cannot hold it."""
+    semi_axes = np.array([rng.uniform(*bounds) for bounds in BRAIN_SEMI_AXES_MM])
+    rotation = _rotation(np.radians([rng.uniform(-m, m) for m in HEAD_TILT_MAX_DEG]))
+    centre = np.array([rng.uniform(-m, m) for m in BRAIN_OFFSET_MAX_MM])
+    half_fov = np.asarray(geometry.size) * np.asarray(geometry.spacing) / 2.0
+    centre = np.clip(centre, -half_fov / 4.0, half_fov / 4.0)
+    reach = _reach(semi_axes, rotation)
+    room = np.maximum(half_fov - np.abs(centre) - FIT_MARGIN_MM, 0.0)
+    shrink = min(1.0, float(np.min(room / reach)))
+    if shrink < MIN_BRAIN_SCALE:
+        raise ValueError(
+            f"a field of view of {tuple(round(float(v), 1) for v in 2 * half_fov)} mm cannot hold a neonatal brain; "
+            "use a larger grid or coarser spacing"
+        )
+    semi_axes = semi_axes * shrink
+    return _Head(
+        semi_axes=semi_axes,
+        rotation=rotation,
+        centre=centre,
+        widening=rng.uniform(*POSTERIOR_WIDENING),
+        deformation=rng.uniform(*DEFORMATION_AMPLITUDE),
+        csf_depth=rng.uniform(*CSF_RIM_DEPTH),
+        cortex_depth=rng.uniform(*CORTEX_DEPTH),
+        sulcus_depth=rng.uniform(*SULCUS_DEPTH),
+        ventricle_scale=rng.uniform(*VENTRICLE_SCALE),
+    )
+
+
+def _reach(semi_axes: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Largest distance from its centre, per grid axis, that the deformed brain can reach."""
+    return np.sqrt((rotation**2) @ (semi_axes**2)) * BOUNDS_SLACK
+
+
+def _grid_axes_mm(geometry: Geometry) -> tuple[np.ndarray, ...]:
+    """Per axis, each voxel's coordinate in mm from the grid centre (the grid frame)."""
+    return tuple(
+        ((np.arange(n) - (n - 1) / 2.0) * s).astype(np.float32) for n, s in zip(geometry.size, geometry.spacing)
+    )
+
+
+def _crop_around(head: _Head, geometry: Geometry) -> _Crop:
+    """The voxels the brain can reach, plus a margin for the blurs."""
+    axes = _grid_axes_mm(geometry)
+    reach = _reach(head.semi_axes, head.rotation)
+    slices = []
+    for axis, spacing, centre, extent in zip(axes, geometry.spacing, head.centre, reach):
+        margin = 3 * spacing
+        inside = np.flatnonzero(np.abs(axis - centre) <= extent + margin)
+        slices.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    return _Crop(
+        slices=tuple(slices),
+        axes_mm=tuple(axis[s] for axis, s in zip(axes, slices)),
+        spacing=np.asarray(geometry.spacing),
+    )
+
+
+def _smooth_noise(rng: np.random.Generator, crop: _Crop, scale_mm: float) -> np.ndarray:
+    """Zero-mean, unit-std random field with features of about ``scale_mm``.
+
+    A sum of Gaussian bumps on a lattice of pitch ``scale_mm`` with random weights; being
+    separable, it costs three small matrix products instead of a full-grid filter.
+    """
+    bases = []
+    for axis in crop.axes_mm:
+        nodes = np.arange(axis[0] - 2 * scale_mm, axis[-1] + 2 * scale_mm + scale_mm, scale_mm, dtype=np.float32)
+        bases.append(np.exp(-0.5 * ((axis[:, None] - nodes[None, :]) / scale_mm) ** 2).astype(np.float32))
+    weights = rng.standard_normal(tuple(b.shape[1] for b in bases), dtype=np.float32)
+    field = np.tensordot(bases[0], weights, axes=(1, 0))
+    field = np.tensordot(field, bases[1], axes=(1, 1)).transpose(0, 2, 1)
+    field = np.tensordot(field, bases[2], axes=(2, 1))
+    sample = field[::3, ::3, ::2]
+    return ((field - sample.mean()) / max(float(sample.std()), 1e-6)).astype(np.float32)
+
+
+def _normalised_coordinates(head: _Head, crop: _Crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brain-frame coordinates of the crop's voxels in units of the brain's semi-axes."""
+    offsets = [axis - c for axis, c in zip(crop.axes_mm, head.centre)]
+    to_brain = (head.rotation.T / head.semi_axes[:, None]).astype(np.float32)
+    coordinates = []
+    for row in to_brain:
+        plane = (row[0] * offsets[0])[:, None] + (row[1] * offsets[1])[None, :]
+        coordinates.append(plane[:, :, None] + (row[2] * offsets[2])[None, None, :])
+    return tuple(coordinates)
+
+
+def _draw_brain(rng: np.random.Generator, head: _Head, crop: _Crop) -> _Brain:
+    """Brain mask and tissue classes on the crop."""
+    u, v, w = _normalised_coordinates(head, crop)
+    deformation = np.clip(_smooth_noise(rng, crop, DEFORMATION_SCALE_MM), -DEFORMATION_CLIP, DEFORMATION_CLIP)
+    widened_u = u / (1.0 + head.widening * v)
+    radius = np.sqrt(widened_u**2 + v**2 + w**2) * (1.0 + head.deformation * deformation)
+    mask = radius < 1.0
+    depth = 1.0 - radius
+    gyri = _smooth_noise(rng, crop, GYRAL_SCALE_MM)
+    sulcus_distance = np.abs(gyri)
+    in_sulcal_depth = depth < head.sulcus_depth
+    outer_cortex = depth < head.csf_depth + head.cortex_depth + CORTEX_UNDULATION * gyri
+    sulcal_cortex = (sulcus_distance < SULCUS_HALF_WIDTH + SULCUS_LINING) & (
+        depth < head.sulcus_depth + head.cortex_depth
+    )
+    tissue = np.where(mask, np.uint8(TissueClass.WHITE_MATTER), np.uint8(TissueClass.BACKGROUND))
+    tissue[mask & (outer_cortex | sulcal_cortex)] = TissueClass.CORTEX
+    sulcus = in_sulcal_depth & (sulcus_distance < SULCUS_HALF_WIDTH)
+    tissue[mask & ((depth < head.csf_depth) | sulcus)] = TissueClass.CSF
+    _draw_deep_structures(head, crop, tissue, mask, (u, v, w))
+    reference = np.asarray(REFERENCE_SEMI_AXES_MM)
+    fissure_u = FISSURE_HALF_WIDTH_MM / head.semi_axes[0]
+    midline = np.abs(u + 0.5 * head.deformation * deformation) < fissure_u
+    above = (w > FISSURE_ABOVE_MM / reference[2]) | (np.abs(v) > FISSURE_POLES_MM / reference[1])
+    tissue[mask & midline & above] = TissueClass.CSF
+    return _Brain(tissue=tissue, mask=mask)
+
+
+def _draw_deep_structures(
+    head: _Head,
+    crop: _Crop,
+    tissue: np.ndarray,
+    mask: np.ndarray,
+    coordinates: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Paint deep grey nuclei, then the lateral ventricles over them, in the central box only."""
+    box = _central_box(head, crop)
+    u, v, w = (c[box] for c in coordinates)
+    sub_tissue, sub_mask = tissue[box], mask[box]
+    reference = np.asarray(REFERENCE_SEMI_AXES_MM)
+    for centre, semi in DEEP_STRUCTURES:
+        for side in (1.0, -1.0):
+            inside = _in_ellipsoid(u, v, w, np.array(centre) * (side, 1, 1) / reference, np.array(semi) / reference)
+            sub_tissue[inside & sub_mask] = TissueClass.DEEP_GREY
+    centre, semi = VENTRICLE
+    semi = np.array(semi) * (head.ventricle_scale, 1.0, head.ventricle_scale)
+    for side in (1.0, -1.0):
+        inside = _in_ellipsoid(u, v, w, np.array(centre) * (side, 1, 1) / reference, semi / reference)
+        sub_tissue[inside & sub_mask] = TissueClass.CSF
+
+
+def _central_box(head: _Head, crop: _Crop) -> tuple[slice, slice, slice]:
+    """Crop-relative slices of the tilted central box that holds the deep structures."""
+    corners = np.array(np.meshgrid(*[(-1.0, 1.0)] * 3, indexing="ij")).reshape(3, -1).T
+    corners_mm = head.centre + (corners * np.asarray(DEEP_REGION) * head.semi_axes) @ head.rotation.T
+    return tuple(
+        _index_range(axis, float(lo), float(hi))
+        for axis, lo, hi in zip(crop.axes_mm, corners_mm.min(axis=0), corners_mm.max(axis=0))
+    )
+
+
+def _index_range(axis: np.ndarray, low_mm: float, high_mm: float) -> slice:
+    """Slice of the voxels of a sorted axis that lie within [low_mm, high_mm], widened by one."""
+    start = max(int(np.searchsorted(axis, low_mm)) - 1, 0)
+    stop = min(int(np.searchsorted(axis, high_mm, side="right")) + 1, len(axis))
+    return slice(start, max(stop, start))
+
+
+def _in_ellipsoid(u: np.ndarray, v: np.ndarray, w: np.ndarray, centre: np.ndarray, semi: np.ndarray) -> np.ndarray:
+    return ((u - centre[0]) / semi[0]) ** 2 + ((v - centre[1]) / semi[1]) ** 2 + ((w - centre[2]) / semi[2]) ** 2 < 1.0
+
+
+def _draw_tissue_means(rng: np.random.Generator) -> np.ndarray:
+    """Look-up table tissue code -> this case's mean ADC; background reads as CSF for the blur."""
+    table = np.zeros(len(TissueClass), dtype=np.float32)
+    for tissue_class, params in TISSUES.items():
+        table[tissue_class] = rng.uniform(*params.adc_range)
+    table[TissueClass.BACKGROUND] = table[TissueClass.CSF]
+    return table
+
+
+def _draw_lesions(
+    rng: np.random.Generator, brain: _Brain, crop: _Crop, burden: float, n_brain: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion mask of the crop holding ``burden`` of the brain's voxels, and the lesions' ADC.
+
+    Each blob is a randomly oriented ellipsoid whose normalised radius is perturbed by
+    smooth noise. Every parenchyma voxel gets a score, its lowest perturbed radius over the
+    blobs, and the lesion is the ``burden * n_brain`` lowest-scoring voxels: this hits the
+    burden exactly while keeping each blob's shape and the blobs' relative sizes.
+    """
+    lesion = np.zeros(brain.tissue.shape, dtype=bool)
+    if burden == 0.0:
+        return lesion, np.zeros(0, dtype=np.float32)
+    n_target = max(1, round(burden * n_brain))
+    n_blobs = int(rng.integers(LESION_BLOBS[0], LESION_BLOBS[1] + 1))
+    pattern = LESION_PATTERNS[str(rng.choice(list(LESION_PATTERNS)))]
+    volumes = rng.dirichlet(np.full(n_blobs, 1.5)) * n_target * float(np.prod(crop.spacing))
+    roughness = _smooth_noise(rng, crop, LESION_NOISE_SCALE_MM)
+    score = np.full(brain.tissue.shape, np.inf, dtype=np.float32)
+    blob_of = np.zeros(brain.tissue.shape, dtype=np.int8)
+    for blob, volume in enumerate(volumes):
+        target_class = LESION_TISSUES[int(rng.choice(len(LESION_TISSUES), p=pattern))]
+        centre = _random_voxel(rng, brain.tissue, target_class)
+        aspect = np.exp(rng.normal(0.0, 0.3, size=3))
+        radii = (3.0 * volume / (4.0 * math.pi)) ** (1.0 / 3.0) * aspect / np.prod(aspect) ** (1.0 / 3.0)
+        rotation = _rotation(rng.uniform(-math.pi, math.pi, size=3))
+        _score_blob(crop, centre, radii, rotation, roughness, score, blob_of, blob)
+    parenchyma = brain.mask & np.isin(brain.tissue, LESION_TISSUES)
+    candidates = score[parenchyma & np.isfinite(score)]
+    if candidates.size == 0:
+        return lesion, np.zeros(0, dtype=np.float32)
+    threshold = np.partition(candidates, min(n_target, candidates.size) - 1)[min(n_target, candidates.size) - 1]
+    lesion = parenchyma & (score <= threshold)
+    levels = rng.uniform(*LESION_ADC_RANGE, size=n_blobs).astype(np.float32)
+    relative = np.clip(score[lesion] / max(float(threshold), 1e-6), 0.0, 1.0)
+    return lesion, levels[blob_of[lesion]] * (LESION_CORE_FACTOR + LESION_RIM_RISE * relative)
+
+
+def _random_voxel(rng: np.random.Generator, tissue: np.ndarray, wanted: TissueClass) -> np.ndarray:
+    """Index of a random voxel of class ``wanted`` (of any brain tissue if the class is absent).
+
+    Rejection sampling first, as a full-grid search costs more than the whole blob.
+    """
+    tries = rng.integers(0, tissue.size, size=4096)
+    hits = tries[tissue.ravel()[tries] == wanted]
+    if hits.size:
+        flat = int(hits[0])
+    else:
+        pool = np.flatnonzero(tissue == wanted)
+        if pool.size == 0:
+            pool = np.flatnonzero(tissue)
+        flat = int(pool[rng.integers(pool.size)])
+    return np.array(np.unravel_index(flat, tissue.shape))
+
+
+def _score_blob(
+    crop: _Crop,
+    centre: np.ndarray,
+    radii: np.ndarray,
+    rotation: np.ndarray,
+    roughness: np.ndarray,
+    score: np.ndarray,
+    blob_of: np.ndarray,
+    blob: int,
+) -> None:
+    """Lower ``score`` to this blob's perturbed normalised radius within its bounding box."""
+    reach = 2.5 * float(radii.max()) + LESION_IRREGULARITY * 3.0
+    box = tuple(
+        _index_range(axis, float(axis[c]) - reach, float(axis[c]) + reach) for axis, c in zip(crop.axes_mm, centre)
+    )
+    offsets = [axis[s] - axis[c] for axis, s, c in zip(crop.axes_mm, box, centre)]
+    to_blob = (rotation.T / radii[:, None]).astype(np.float32)
+    squared = np.zeros(tuple(len(o) for o in offsets), dtype=np.float32)
+    for row in to_blob:
+        plane = (row[0] * offsets[0])[:, None, None] + (row[1] * offsets[1])[None, :, None]
+        squared += (plane + (row[2] * offsets[2])[None, None, :]) ** 2
+    blob_score = np.sqrt(squared) + LESION_IRREGULARITY * roughness[box]
+    better = blob_score < score[box]
+    score[box] = np.where(better, blob_score, score[box])
+    blob_of[box][better] = blob
+
+
+def _acquire(
+    rng: np.random.Generator, clean: np.ndarray, mask: np.ndarray, crop: _Crop, blur: np.ndarray
+) -> np.ndarray:
+    """Observed ADC: blur by ``blur`` (voxel sigmas), bias field and Rician noise; 0 outside the brain."""
+    blurred = ndimage.gaussian_filter(clean, blur, truncate=GAUSSIAN_TRUNCATE, mode="nearest")
+    bias = 1.0 + rng.uniform(*BIAS_AMPLITUDE) * _smooth_noise(rng, crop, BIAS_SCALE_MM)
+    signal = blurred * bias
+    sigma = rng.uniform(*NOISE_FRACTION) * signal
+    real = signal + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
+    imaginary = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
+    return np.where(mask, np.sqrt(real**2 + imaginary**2), np.float32(0.0)).astype(np.float32)
+
+
+def _acquisition_sigma(rng: np.random.Generator, geometry: Geometry) -> np.ndarray:
+    """Per-axis sigma, in voxels, of the blur from the acquired resolution and partial volume."""
+    spacing = np.asarray(geometry.spacing)
+    resolution_mm = rng.uniform(*IN_PLANE_RESOLUTION_SIGMA_MM)
+    sigma_mm = PARTIAL_VOLUME_VOXELS * spacing
+    sigma_mm[:2] = np.maximum(sigma_mm[:2], resolution_mm)
+    return sigma_mm / spacing
+
+
+def _z_map(adc: np.ndarray, normal: np.ndarray, brain: _Brain, blur: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Z_ADC against the lesion-free twin, smoothed 2 mm within the brain and clipped to +/-10.
+
+    The normative mean and std maps get the acquisition's blur (``blur``, voxel sigmas) and
+    the 2 mm kernel, so healthy tissue reads about 0 even at partial-volume boundaries.
+    """
+    smooth_sigma = ZMAP_FWHM_MM * FWHM_TO_SIGMA / spacing
+    normative_sigma = np.sqrt(blur**2 + smooth_sigma**2)
+    std_table = np.ones(len(TissueClass), dtype=np.float32)
+    for tissue_class, params in TISSUES.items():
+        std_table[tissue_class] = params.normative_std
+    std_table[TissueClass.BACKGROUND] = std_table[TissueClass.CSF]
+    expected = ndimage.gaussian_filter(normal, normative_sigma, truncate=GAUSSIAN_TRUNCATE, mode="nearest")
+    spread = ndimage.gaussian_filter(
+        std_table[brain.tissue], normative_sigma, truncate=GAUSSIAN_TRUNCATE, mode="nearest"
+    )
+    weight = brain.mask.astype(np.float32)
+    raw = np.where(brain.mask, (adc - expected) / spread, np.float32(0.0))
+    smoothed = ndimage.gaussian_filter(raw, smooth_sigma, truncate=GAUSSIAN_TRUNCATE, mode="constant")
+    support = ndimage.gaussian_filter(weight, smooth_sigma, truncate=GAUSSIAN_TRUNCATE, mode="constant")
+    z = np.clip(smoothed / np.maximum(support, 1e-3), -ZMAP_CLIP, ZMAP_CLIP)
+    return np.where(brain.mask, z, np.float32(0.0)).astype(np.float32)
+
+
+def _assemble(
+    case_id: str,
+    geometry: Geometry,
+    crop: _Crop,
+    adc: np.ndarray,
+    zadc: np.ndarray,
+    lesion: np.ndarray,
+    tissue: np.ndarray,
+) -> SyntheticCase:
+    """Paste the crop's arrays into full grids and wrap them as images of the case's geometry."""
+    reference = sitk.Image(list(geometry.size), sitk.sitkUInt8)
+    reference.SetSpacing(geometry.spacing)
+    reference.SetOrigin(geometry.origin)
+    reference.SetDirection(geometry.direction)
+
+    def full(array: np.ndarray, dtype: type) -> np.ndarray:
+        grid = np.zeros(geometry.size, dtype=dtype)
+        grid[crop.slices] = array
+        return grid
+
+    return SyntheticCase(
+        case_id=case_id,
+        adc=from_xyz_array(full(adc, np.float32), reference),
+        zadc=from_xyz_array(full(zadc, np.float32), reference),
+        label=from_xyz_array(full(lesion, np.uint8), reference),
+        tissue=full(tissue, np.uint8),
+    )
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hieseg.synthetic",
+        description="Write synthetic BONBID-HIE-like cases (ADC, Z_ADC, lesion label).",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder to write into")
+    parser.add_argument("--cases", type=int, help="number of cases in the release layout")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
+    parser.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="grid size in voxels")
+    parser.add_argument(
+        "--container",
+        metavar="UUID",
+        help="write one case in the grand-challenge container layout (label in OUT/label/UUID.mha)",
+    )
+    args = parser.parse_args(argv)
+    if args.container is None and args.cases is None:
+        parser.error("--cases is required unless --container is given")
+    if args.container is not None and args.cases not in (None, 1):
+        parser.error("--container writes exactly one case; drop --cases or set it to 1")
+    if args.cases is not None and args.cases < 1:
+        parser.error(f"--cases must be at least 1, got {args.cases}")
+    if args.size is not None and min(args.size) < MIN_SIZE:
+        parser.error(f"--size values must be at least {MIN_SIZE}, got {args.size}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the process exit status."""
+    args = _parse_args(argv)
+    size = tuple(args.size) if args.size else None
+    started = time.perf_counter()
+    try:
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"{args.out}: exists and is not a folder")
+        if args.container is not None:
+            _check_uuid(args.container)
+            case = make_case(args.container, args.seed, size=size)
+            written = write_container_case(args.out, case, args.container)
+            label_file = args.out / "label" / f"{args.container}.mha"
+            write_image_atomic(case.label, label_file)
+            for path in (*written, label_file):
+                print(f"wrote {path}")
+        else:
+            ids = write_release(args.out, args.cases, seed=args.seed, sizes=size, progress=True)
+            elapsed = time.perf_counter() - started
+            print(f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} to {args.out} in {elapsed:.1f} s")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
