@@ -1,0 +1,149 @@
+"""Whole-case prediction: native images in, native-grid lesion probability and mask out.
+
+The same code serves validation during training and the challenge container, so what is
+scored while training is exactly what is submitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.inferers import sliding_window_inference
+
+from hieseg.config import CONFIG_FILENAME, ExperimentConfig, InferenceConfig
+from hieseg.image_io import from_xyz_array
+from hieseg.layout import CaseImages
+from hieseg.network import build_network
+from hieseg.postprocess import binarize, remove_small_components
+from hieseg.transforms import IMAGE, case_to_dict, inference_transforms, invert_to_native
+
+LOG = logging.getLogger(__name__)
+WEIGHTS_PATTERN = "*.pt"
+
+
+class ModelError(ValueError):
+    """A weights folder that cannot be used: missing, empty or incompatible with its config."""
+
+
+@dataclass
+class ModelBundle:
+    """The networks of a weights folder (one per fold) and the configuration they were trained with."""
+
+    config: ExperimentConfig
+    networks: list[torch.nn.Module]
+    weight_files: list[Path]
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """CUDA when available (or asked for), else CPU; the CPU fallback is logged, never silent."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        LOG.warning("CUDA is not available: running on the CPU (slower)")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was requested but CUDA is not available")
+    return device
+
+
+def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
+    """Read ``config.json`` and every ``*.pt`` state dict of a weights folder."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / CONFIG_FILENAME
+    if not config_path.is_file():
+        raise ModelError(f"{config_path}: missing; a weights folder needs the config.json written by train.py")
+    try:
+        config = ExperimentConfig.load(config_path)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from exc
+    weight_files = sorted(model_dir.glob(WEIGHTS_PATTERN))
+    if not weight_files:
+        raise ModelError(f"{model_dir}: no weight files ({WEIGHTS_PATTERN}) found")
+    networks = [_load_network(config, path, device) for path in weight_files]
+    return ModelBundle(config=config, networks=networks, weight_files=weight_files)
+
+
+def _load_network(config: ExperimentConfig, path: Path, device: torch.device) -> torch.nn.Module:
+    network = build_network(config.network)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as exc:  # torch raises many types for corrupt or mismatched files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: incompatible with {CONFIG_FILENAME} or unreadable ({first_line})") from exc
+    return network.to(device).eval()
+
+
+class Predictor:
+    """Predicts lesion masks for whole cases with an ensemble of networks."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        networks: list[torch.nn.Module],
+        device: torch.device,
+        settings: InferenceConfig | None = None,
+    ) -> None:
+        self.config = config
+        self.networks = networks
+        self.device = device
+        self.settings = settings or config.inference
+        self.transforms = inference_transforms(config)
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle, device: torch.device, **overrides: object) -> Predictor:
+        """A predictor for a loaded weights folder, with inference settings optionally overridden."""
+        settings = dataclasses.replace(bundle.config.inference, **overrides)
+        return cls(bundle.config, bundle.networks, device, settings)
+
+    def probability(self, case: CaseImages) -> np.ndarray:
+        """Lesion probability on the case's native grid, axes (x, y, z)."""
+        network_input = self.transforms(case_to_dict(case))[IMAGE]
+        batch = network_input.as_tensor()[None].to(self.device)
+        with torch.inference_mode():
+            probability = self._ensemble_probability(batch)[0]
+        return invert_to_native(probability, network_input, self.transforms)[0].numpy()
+
+    def mask(self, case: CaseImages) -> np.ndarray:
+        """Binary uint8 lesion mask on the native grid, axes (x, y, z)."""
+        mask = binarize(self.probability(case), self.settings.threshold)
+        return remove_small_components(mask, case.adc.GetSpacing(), self.settings.min_component_mm3)
+
+    def mask_image(self, case: CaseImages) -> sitk.Image:
+        """The mask as an image with exactly the ADC's size, spacing, origin and direction."""
+        return from_xyz_array(self.mask(case), case.adc)
+
+    def _ensemble_probability(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean sigmoid probability over networks and (optionally) flips of the spatial axes."""
+        flips: list[tuple[int, ...]] = [()]
+        if self.settings.tta_flips:
+            flips += [(2,), (3,), (4,), (2, 3)]
+        total = torch.zeros_like(batch[:, :1], dtype=torch.float32)
+        for network in self.networks:
+            for axes in flips:
+                flipped = torch.flip(batch, axes) if axes else batch
+                logits = self._sliding_window(network, flipped)
+                probability = torch.sigmoid(logits.float())
+                total += torch.flip(probability, axes) if axes else probability
+        return total / (len(self.networks) * len(flips))
+
+    def _sliding_window(self, network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        use_amp = self.settings.amp and self.device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+        with autocast:
+            return sliding_window_inference(
+                batch,
+                roi_size=self.settings.roi_size,
+                sw_batch_size=self.settings.sw_batch_size,
+                predictor=network,
+                overlap=self.settings.overlap,
+                mode=self.settings.blend_mode,
+            )

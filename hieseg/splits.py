@@ -1,0 +1,61 @@
+"""Seeded k-fold splits stratified by lesion burden, or an explicit validation list."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+BURDEN_EDGES = (0.01, 0.05)
+"""Lesion fraction of brain volume separating the <1%, 1-5% and >5% groups."""
+
+
+def burden_stratum(fraction: float) -> int:
+    """0 for lesions under 1% of the brain, 1 for 1-5%, 2 above 5%."""
+    return sum(fraction >= edge for edge in BURDEN_EDGES)
+
+
+def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: int, seed: int) -> list[list[str]]:
+    """Deal each burden group's cases, shuffled with ``seed``, round-robin into ``folds`` folds.
+
+    Every fold thus receives a near-equal share of small, medium and large lesion cases,
+    and the same seed always yields the same folds.
+    """
+    if folds < 2:
+        raise ValueError(f"need at least 2 folds, got {folds}")
+    if len(case_ids) < folds:
+        raise ValueError(f"cannot split {len(case_ids)} cases into {folds} folds")
+    rng = random.Random(seed)
+    assignment: list[list[str]] = [[] for _ in range(folds)]
+    offset = 0
+    for stratum in range(len(BURDEN_EDGES) + 1):
+        members = sorted(cid for cid, burden in zip(case_ids, burdens) if burden_stratum(burden) == stratum)
+        rng.shuffle(members)
+        for index, case_id in enumerate(members):
+            assignment[(offset + index) % folds].append(case_id)
+        offset += len(members)
+    return [sorted(fold) for fold in assignment]
+
+
+def train_validation_split(
+    case_ids: Sequence[str],
+    burdens: Sequence[float],
+    *,
+    folds: int,
+    fold: int,
+    seed: int,
+    validation_ids: Sequence[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Training and validation case ids: fold ``fold`` of a stratified split, or the given list."""
+    if validation_ids:
+        unknown = sorted(set(validation_ids) - set(case_ids))
+        if unknown:
+            raise ValueError(f"validation case(s) not in the data folder: {', '.join(unknown)}")
+        validation = sorted(set(validation_ids))
+    else:
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in [0, {folds - 1}], got {fold}")
+        validation = stratified_folds(case_ids, burdens, folds, seed)[fold]
+    training = sorted(set(case_ids) - set(validation))
+    if not training:
+        raise ValueError("no training cases left after removing the validation cases")
+    return training, validation

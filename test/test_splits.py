@@ -1,0 +1,39 @@
+import pytest
+
+from hieseg.splits import burden_stratum, stratified_folds, train_validation_split
+
+IDS = [f"C{i:02d}" for i in range(20)]
+BURDENS = [0.001] * 10 + [0.02] * 5 + [0.2] * 5
+
+
+def test_folds_partition_the_cases_and_balance_burden_groups() -> None:
+    folds = stratified_folds(IDS, BURDENS, folds=5, seed=1)
+    assert sorted(sum(folds, [])) == sorted(IDS)
+    burden_of = dict(zip(IDS, BURDENS))
+    for fold in folds:
+        strata = [burden_stratum(burden_of[c]) for c in fold]
+        assert strata.count(0) == 2 and strata.count(1) == 1 and strata.count(2) == 1
+
+
+def test_same_seed_same_folds_other_seed_other_folds() -> None:
+    assert stratified_folds(IDS, BURDENS, 5, seed=7) == stratified_folds(IDS, BURDENS, 5, seed=7)
+    assert stratified_folds(IDS, BURDENS, 5, seed=7) != stratified_folds(IDS, BURDENS, 5, seed=8)
+
+
+def test_burden_strata_boundaries() -> None:
+    assert [burden_stratum(f) for f in (0.0, 0.0099, 0.01, 0.0499, 0.05, 0.5)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_explicit_validation_list() -> None:
+    training, validation = train_validation_split(IDS, BURDENS, folds=5, fold=0, seed=0, validation_ids=["C03", "C04"])
+    assert validation == ["C03", "C04"]
+    assert set(training) == set(IDS) - {"C03", "C04"}
+    with pytest.raises(ValueError, match="C99"):
+        train_validation_split(IDS, BURDENS, folds=5, fold=0, seed=0, validation_ids=["C99"])
+
+
+def test_bad_fold_numbers() -> None:
+    with pytest.raises(ValueError, match="fold must be in"):
+        train_validation_split(IDS, BURDENS, folds=5, fold=5, seed=0)
+    with pytest.raises(ValueError, match="cannot split 3 cases"):
+        stratified_folds(IDS[:3], BURDENS[:3], folds=5, seed=0)
