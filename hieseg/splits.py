@@ -5,17 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-BURDEN_EDGES = (0.01, 0.05)
-"""Lesion fraction of brain volume separating the <1%, 1-5% and >5% groups."""
-
-
-def burden_stratum(fraction: float) -> int:
-    """0 for lesions under 1% of the brain, 1 for 1-5%, 2 above 5%."""
-    return sum(fraction >= edge for edge in BURDEN_EDGES)
+from hieseg.metrics import BURDEN_GROUPS, burden_group
 
 
 def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: int, seed: int) -> list[list[str]]:
-    """Deal each burden group's cases, shuffled with ``seed``, round-robin into ``folds`` folds.
+    """Deal each burden group's cases (the challenge's <1%, 1-5%, >5% groups), shuffled with ``seed``, round-robin into ``folds`` folds.
 
     Every fold thus receives a near-equal share of small, medium and large lesion cases,
     and the same seed always yields the same folds.
@@ -27,8 +21,8 @@ def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: i
     rng = random.Random(seed)
     assignment: list[list[str]] = [[] for _ in range(folds)]
     offset = 0
-    for stratum in range(len(BURDEN_EDGES) + 1):
-        members = sorted(cid for cid, burden in zip(case_ids, burdens) if burden_stratum(burden) == stratum)
+    for group in BURDEN_GROUPS:
+        members = sorted(cid for cid, burden in zip(case_ids, burdens) if burden_group(burden) == group)
         rng.shuffle(members)
         for index, case_id in enumerate(members):
             assignment[(offset + index) % folds].append(case_id)

@@ -1,6 +1,7 @@
 import pytest
 
-from hieseg.splits import burden_stratum, stratified_folds, train_validation_split
+from hieseg.metrics import burden_group
+from hieseg.splits import stratified_folds, train_validation_split
 
 IDS = [f"C{i:02d}" for i in range(20)]
 BURDENS = [0.001] * 10 + [0.02] * 5 + [0.2] * 5
@@ -11,17 +12,13 @@ def test_folds_partition_the_cases_and_balance_burden_groups() -> None:
     assert sorted(sum(folds, [])) == sorted(IDS)
     burden_of = dict(zip(IDS, BURDENS))
     for fold in folds:
-        strata = [burden_stratum(burden_of[c]) for c in fold]
-        assert strata.count(0) == 2 and strata.count(1) == 1 and strata.count(2) == 1
+        groups = [burden_group(burden_of[c]) for c in fold]
+        assert groups.count("<1%") == 2 and groups.count("1-5%") == 1 and groups.count(">5%") == 1
 
 
 def test_same_seed_same_folds_other_seed_other_folds() -> None:
     assert stratified_folds(IDS, BURDENS, 5, seed=7) == stratified_folds(IDS, BURDENS, 5, seed=7)
     assert stratified_folds(IDS, BURDENS, 5, seed=7) != stratified_folds(IDS, BURDENS, 5, seed=8)
-
-
-def test_burden_strata_boundaries() -> None:
-    assert [burden_stratum(f) for f in (0.0, 0.0099, 0.01, 0.0499, 0.05, 0.5)] == [0, 0, 1, 1, 2, 2]
 
 
 def test_explicit_validation_list() -> None:

@@ -1,0 +1,165 @@
+"""Tests of the evaluation command on tiny synthetic masks written to disk."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from hieseg.evaluate import evaluate_folders, main
+from hieseg.metrics import UNKNOWN_GROUP
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (24, 24, 10)
+SPACING = (0.9, 0.9, 3.0)
+BRAIN_VOXELS = 20 * 24 * 10
+CAP_MM = math.sqrt((24 * 0.9) ** 2 + (24 * 0.9) ** 2 + (10 * 3.0) ** 2)
+
+
+def box(corner: tuple[int, int, int], size: tuple[int, int, int]) -> np.ndarray:
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    mask[tuple(slice(c, c + s) for c, s in zip(corner, size))] = 1
+    return mask
+
+
+def write_xyz(path: Path, array: np.ndarray, spacing: tuple[float, float, float] = SPACING) -> None:
+    """Write an (x, y, z) array as an image with the given spacing."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    image.SetSpacing(spacing)
+    image.SetOrigin((-10.0, 5.0, 2.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def adc_image() -> np.ndarray:
+    """Positive ADC on x < 20 only, so the brain has BRAIN_VOXELS voxels."""
+    adc = np.zeros(SHAPE, dtype=np.float32)
+    adc[:20] = 1200.0
+    return adc
+
+
+PLATE = box((6, 6, 4), (10, 10, 1))
+CASES = {
+    # case id: (truth, prediction or None for no file, prediction file name)
+    "case01": (box((4, 4, 3), (3, 3, 2)), box((4, 4, 3), (3, 3, 2)), "case01.mha"),
+    "case02": (PLATE, np.roll(PLATE, 1, axis=2), "case02.mha"),
+    "case03": (box((2, 2, 2), (10, 10, 4)), np.zeros(SHAPE, np.uint8), "case03_lesion.mha"),
+    "case04": (np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8), "case04.mha"),
+}
+
+
+@pytest.fixture()
+def release(tmp_path: Path) -> tuple[Path, Path]:
+    """A release root (3LABEL/ and 1ADC_ss/) and a prediction folder."""
+    root, pred_dir = tmp_path / "release", tmp_path / "pred"
+    for case_id, (truth, pred, pred_name) in CASES.items():
+        write_xyz(root / "3LABEL" / f"{case_id}_lesion.mha", truth)
+        write_xyz(root / "1ADC_ss" / f"{case_id}-ADC_ss.mha", adc_image())
+        write_xyz(pred_dir / pred_name, pred)
+    return root, pred_dir
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hieseg.evaluate", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_cli_scores_a_release_root(release: tuple[Path, Path], tmp_path: Path) -> None:
+    root, pred_dir = release
+    out = tmp_path / "report"
+    result = run_cli("--pred", str(pred_dir), "--truth", str(root), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+
+    with open(out / "per_case.csv", newline="") as handle:
+        rows = {row["case_id"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == ["case01", "case02", "case03", "case04"]
+    assert float(rows["case01"]["dice"]) == 1.0 and float(rows["case01"]["masd_mm"]) == 0.0
+    # The plate moved by one voxel along z: MASD is half the z spacing only if axes are not mixed up.
+    assert float(rows["case02"]["dice"]) == 0.0
+    assert float(rows["case02"]["masd_mm"]) == pytest.approx(SPACING[2] / 2, abs=1e-5)
+    assert float(rows["case02"]["nsd"]) == pytest.approx(0.5, abs=1e-6)
+    assert float(rows["case03"]["masd_mm"]) == pytest.approx(CAP_MM, rel=1e-9)
+    assert float(rows["case03"]["pred_ml"]) == 0.0
+    assert float(rows["case03"]["truth_ml"]) == pytest.approx(400 * 0.9 * 0.9 * 3.0 / 1000)
+    assert float(rows["case03"]["brain_ml"]) == pytest.approx(BRAIN_VOXELS * 0.9 * 0.9 * 3.0 / 1000)
+    assert float(rows["case02"]["burden_fraction"]) == pytest.approx(100 / BRAIN_VOXELS)
+    assert [rows[c]["burden_group"] for c in rows] == ["<1%", "1-5%", ">5%", "<1%"]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"] == {"nsd_tolerance_mm": 2.0}
+    assert summary["n_cases"] == 4 and summary["n_one_empty"] == 1
+    assert summary["overall"]["dice"]["mean"] == pytest.approx(0.5)
+    assert {group: stats["n"] for group, stats in summary["by_burden"].items()} == {"<1%": 2, "1-5%": 1, ">5%": 1}
+
+    markdown = (out / "summary.md").read_text()
+    assert "| all | 4 | 0.500 ± 0.500 | 0.500 |" in markdown
+    assert "| >5% | 1 |" in markdown
+
+
+def test_cli_fails_on_missing_predictions_naming_the_cases(release: tuple[Path, Path], tmp_path: Path) -> None:
+    root, pred_dir = release
+    (pred_dir / "case02.mha").unlink()
+    (pred_dir / "case03_lesion.mha").unlink()
+    result = run_cli("--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "report"))
+    assert result.returncode == 2
+    assert "case02, case03" in result.stderr and "case01" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "report").exists()
+
+
+def test_allow_missing_scores_an_empty_prediction(release: tuple[Path, Path]) -> None:
+    root, pred_dir = release
+    (pred_dir / "case02.mha").unlink()
+    rows = {row.case_id: row for row in evaluate_folders(pred_dir, root, allow_missing=True, progress=False)}
+    assert (rows["case02"].dice, rows["case02"].nsd, rows["case02"].pred_ml) == (0.0, 0.0, 0.0)
+    assert rows["case02"].masd_mm == pytest.approx(CAP_MM)
+
+
+def test_geometry_mismatch_names_the_file(release: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    root, pred_dir = release
+    bad = pred_dir / "case01.mha"
+    write_xyz(bad, CASES["case01"][1], spacing=(0.9, 0.9, 2.0))
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "report")]) == 2
+    error = capsys.readouterr().err
+    assert str(bad) in error and "spacing" in error
+
+
+def test_non_binary_prediction_is_refused(release: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    root, pred_dir = release
+    bad = pred_dir / "case04.mha"
+    write_xyz(bad, box((1, 1, 1), (2, 2, 2)) * 255)
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "report")]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_two_predictions_for_one_case_are_refused(release: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    root, pred_dir = release
+    write_xyz(pred_dir / "case01_lesion.mha", CASES["case01"][1])
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "report")]) == 2
+    assert "case01" in capsys.readouterr().err
+
+
+def test_plain_truth_folder_without_brain_has_unknown_burden(release: tuple[Path, Path], tmp_path: Path) -> None:
+    root, pred_dir = release
+    out = tmp_path / "report"
+    assert main(["--pred", str(pred_dir), "--truth", str(root / "3LABEL"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["by_burden"][UNKNOWN_GROUP]["n"] == 4
+    assert "| unknown | 4 |" in (out / "summary.md").read_text()
+
+
+def test_brain_folder_gives_the_burden_for_a_plain_truth_folder(release: tuple[Path, Path]) -> None:
+    root, pred_dir = release
+    rows = evaluate_folders(pred_dir, root / "3LABEL", brain_dir=root / "1ADC_ss", progress=False)
+    assert [row.burden_group for row in rows] == ["<1%", "1-5%", ">5%", "<1%"]
+    assert rows[2].burden_fraction == pytest.approx(400 / BRAIN_VOXELS)
