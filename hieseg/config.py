@@ -56,6 +56,8 @@ class NetworkConfig:
     num_res_units: int = 2
     norm: str = "instance"
     dropout: float = 0.1
+    output_prior: float = 0.01
+    """Initial lesion probability everywhere: lesions are rare, so training starts near 'no lesion'."""
 
 
 @dataclass
@@ -88,7 +90,7 @@ class TrainConfig:
     epochs: int = 300
     steps_per_epoch: int = 0
     """0 means one pass over the training cases."""
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-5
     warmup_epochs: int = 5
     grad_clip: float = 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from monai.networks.nets import UNet
 
@@ -15,7 +17,7 @@ def build_network(config: NetworkConfig) -> torch.nn.Module:
             f"network needs one stride per down-sampling step: got {len(config.channels)} channel levels "
             f"and {len(config.strides)} strides"
         )
-    return UNet(
+    network = UNet(
         spatial_dims=3,
         in_channels=config.in_channels,
         out_channels=config.out_channels,
@@ -25,3 +27,19 @@ def build_network(config: NetworkConfig) -> torch.nn.Module:
         norm=config.norm,
         dropout=config.dropout,
     )
+    _initialise_output_bias(network, config.output_prior)
+    return network
+
+
+def _initialise_output_bias(network: torch.nn.Module, prior: float) -> None:
+    """Start every voxel at lesion probability ``prior`` (the focal-loss paper's initialisation).
+
+    With the default zero bias the untrained network calls half of the volume lesion, and the
+    first hundreds of steps only unlearn that; the U-Net's logits are the output of its last
+    convolution (plus a residual path), so shifting that bias shifts every logit.
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"network.output_prior must be in (0, 1), got {prior}")
+    last = [m for m in network.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))][-1]
+    with torch.no_grad():
+        last.bias.fill_(math.log(prior / (1.0 - prior)))

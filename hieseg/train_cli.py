@@ -1,0 +1,79 @@
+"""Command line of ``train.py``: train one fold, all folds, or on an explicit validation list."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hieseg.cli_common import configure_logging, parse_overrides, run_reporting_errors
+from hieseg.config import ExperimentConfig
+from hieseg.losses import LOSS_NAMES
+from hieseg.training import train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train the HIE lesion 3D U-Net on a BONBID-HIE release folder "
+        "(1ADC_ss/, 2Z_ADC/, 3LABEL/).",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="release root holding 1ADC_ss/, 2Z_ADC/, 3LABEL/")
+    parser.add_argument("--out", type=Path, required=True, help="weights folder to write (config.json, fold<k>.pt)")
+    parser.add_argument("--loss", choices=LOSS_NAMES, help="loss function (default: tversky_hausdorffdt)")
+    parser.add_argument("--config", type=Path, help="start from this config.json instead of the defaults")
+    parser.add_argument("--fold", type=int, help="fold to hold out for validation (default 0)")
+    parser.add_argument("--folds", type=int, help="number of stratified folds (default 5)")
+    parser.add_argument("--all-folds", action="store_true", help="train every fold in turn (an ensemble)")
+    parser.add_argument("--val-cases", help="comma-separated case ids to validate on instead of a fold")
+    parser.add_argument("--epochs", type=int, help="maximum number of epochs")
+    parser.add_argument("--seed", type=int, help="random seed for splits, sampling and initialisation")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cuda or cpu")
+    parser.add_argument("--resume", action="store_true", help="continue from runs/<fold>/last.ckpt")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override any config value, e.g. --set train.patch_size=[64,64,32] (repeatable)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """Defaults (or --config), then the named flags, then --set overrides, in that order."""
+    config = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
+    overrides: dict[str, object] = {}
+    for flag, key in (("loss", "loss.name"), ("fold", "train.fold"), ("folds", "train.folds"),
+                      ("epochs", "train.epochs"), ("seed", "train.seed")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    overrides.update(parse_overrides(args.set))
+    return config.with_overrides(overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+
+    def run() -> int:
+        config = config_from_args(args)
+        validation_ids = [c.strip() for c in args.val_cases.split(",") if c.strip()] if args.val_cases else None
+        if args.all_folds and validation_ids:
+            raise ValueError("--all-folds and --val-cases exclude each other")
+        folds = range(config.train.folds) if args.all_folds else [config.train.fold]
+        for fold in folds:
+            result = train(
+                config.with_overrides({"train.fold": fold}),
+                args.data,
+                args.out,
+                validation_ids=validation_ids,
+                resume=args.resume,
+                device=args.device,
+                progress=not args.no_progress,
+            )
+            print(
+                f"{result.weights}: best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch} "
+                f"({result.epochs_run} epochs, {len(result.training_ids)} training / "
+                f"{len(result.validation_ids)} validation cases)"
+            )
+        return 0
+
+    return run_reporting_errors(run)
