@@ -1,0 +1,119 @@
+"""Training: it learns, it is deterministic, it resumes, and the CLI reports bad data clearly."""
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from hieseg import training
+from hieseg.config import CONFIG_FILENAME, ExperimentConfig
+from hieseg.layout import zadc_path
+from hieseg.network import build_network
+from hieseg.synthetic import write_release
+from hieseg.training import load_cases, train, validate
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def one_epoch_config(**overrides: object) -> ExperimentConfig:
+    return tiny_config(**{"train.epochs": 1, "train.steps_per_epoch": 2, **overrides})
+
+
+@pytest.mark.slow
+def test_learns_lesions_well_above_an_untrained_network(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_release(data, n_cases=16, seed=11)
+    config = tiny_config(**{
+        "train.epochs": 20, "train.steps_per_epoch": 16, "train.learning_rate": 3e-3,
+        "train.validate_every": 5, "train.patience": 0,
+    })
+    result = train(config, data, tmp_path / "model", device="cpu", progress=False)
+
+    torch.manual_seed(0)
+    untrained = build_network(config.network)
+    validation_cases = [c for c in load_cases(data, progress=False) if c.files.case_id in result.validation_ids]
+    untrained_dice = validate(config, untrained, validation_cases, torch.device("cpu"))
+
+    assert len(result.validation_ids) == 4 and len(result.training_ids) == 12
+    assert result.best_dice >= 0.3, f"validation Dice {result.best_dice:.3f} after training"
+    assert result.best_dice >= untrained_dice + 0.25, f"untrained {untrained_dice:.3f} vs {result.best_dice:.3f}"
+    assert (tmp_path / "model" / "fold0.pt").is_file()
+    saved = ExperimentConfig.load(tmp_path / "model" / CONFIG_FILENAME)
+    assert saved.network == config.network and saved.preprocess == config.preprocess
+    assert saved.inference.threshold == config.inference.threshold
+
+
+def test_same_seed_gives_identical_weights(small_release: Path, tmp_path: Path) -> None:
+    config = one_epoch_config()
+    first = train(config, small_release, tmp_path / "a", device="cpu", progress=False)
+    second = train(config, small_release, tmp_path / "b", device="cpu", progress=False)
+    weights_a = torch.load(first.weights, weights_only=True)
+    weights_b = torch.load(second.weights, weights_only=True)
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_writes_metrics_csv_tensorboard_and_checkpoint(small_release: Path, tmp_path: Path) -> None:
+    train(one_epoch_config(**{"train.epochs": 2}), small_release, tmp_path, device="cpu", progress=False)
+    run = tmp_path / "runs" / "fold0"
+    with (run / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["val_dice"]) <= 1.0 for r in rows)
+    assert (run / "last.ckpt").is_file()
+    assert any((run / "tensorboard").iterdir())
+
+
+def test_interrupted_run_resumes_where_it_stopped(small_release: Path, tmp_path: Path, monkeypatch) -> None:
+    config = one_epoch_config(**{"train.epochs": 3})
+    real_epoch = training._train_epoch
+    calls = {"n": 0}
+
+    def interrupted_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", interrupted_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, small_release, tmp_path, device="cpu", progress=False)
+    monkeypatch.setattr(training, "_train_epoch", real_epoch)
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, small_release, tmp_path, device="cpu", progress=False)
+    result = train(config, small_release, tmp_path, resume=True, device="cpu", progress=False)
+    assert result.epochs_run == 3
+    assert [int(row["epoch"]) for row in result.history] == [1, 2, 3]
+
+
+def test_other_settings_cannot_share_a_weights_folder(small_release: Path, tmp_path: Path) -> None:
+    train(one_epoch_config(), small_release, tmp_path, device="cpu", progress=False)
+    other = one_epoch_config(**{"loss.name": "dice", "train.fold": 1})
+    with pytest.raises(ValueError, match="different configuration"):
+        train(other, small_release, tmp_path, device="cpu", progress=False)
+
+
+def run_train_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True, cwd=REPO,
+    )
+
+
+def test_cli_names_the_case_with_a_missing_partner(small_release: Path, tmp_path: Path) -> None:
+    data = Path(shutil.copytree(small_release, tmp_path / "data"))
+    zadc_path(data, "SYNTH_004-VISIT_01").unlink()
+    result = run_train_cli("--data", str(data), "--out", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 2
+    assert "case SYNTH_004-VISIT_01: missing partner file" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_an_unknown_override(small_release: Path, tmp_path: Path) -> None:
+    result = run_train_cli("--data", str(small_release), "--out", str(tmp_path), "--set", "train.epoch=3")
+    assert result.returncode == 2
+    assert "unknown config key 'train.epoch'" in result.stderr
