@@ -6,6 +6,7 @@ scored while training is exactly what is submitted.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from contextlib import nullcontext
@@ -15,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
+from monai.transforms import Compose, Spacingd
 
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig, InferenceConfig
 from hieseg.image_io import from_xyz_array
 from hieseg.layout import CaseImages
 from hieseg.network import build_network
 from hieseg.postprocess import binarize, remove_small_components
-from hieseg.transforms import IMAGE, case_to_dict, inference_transforms, invert_to_native
+from hieseg.resampling import invert_resampling_on_support
+from hieseg.transforms import IMAGE, case_to_dict, inference_transforms
 
 LOG = logging.getLogger(__name__)
 WEIGHTS_PATTERN = "*.pt"
@@ -97,6 +101,9 @@ class Predictor:
         self.device = device
         self.settings = settings or config.inference
         self.transforms = inference_transforms(config)
+        if not isinstance(self.transforms.transforms[0], Spacingd):
+            raise ValueError("the inference transforms must start with the resampling (Spacingd)")
+        self._after_resampling = Compose(self.transforms.transforms[1:])
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, device: torch.device, **overrides: object) -> Predictor:
@@ -106,11 +113,34 @@ class Predictor:
 
     def probability(self, case: CaseImages) -> np.ndarray:
         """Lesion probability on the case's native grid, axes (x, y, z)."""
-        network_input = self.transforms(case_to_dict(case))[IMAGE]
+        network_input = self.preprocess(case)
+        return self.to_native(self.predict(network_input), network_input)
+
+    def preprocess(self, case: CaseImages) -> MetaTensor:
+        """The resampled, normalised, brain-cropped 2-channel input, carrying its inversion record."""
+        return self.transforms(case_to_dict(case))[IMAGE]
+
+    def predict(self, network_input: MetaTensor) -> torch.Tensor:
+        """Lesion probability (1, X, Y, Z) on the network's grid (CPU or the predictor's device)."""
         batch = network_input.as_tensor()[None].to(self.device)
         with torch.inference_mode():
-            probability = self._ensemble_probability(batch)[0]
-        return invert_to_native(probability, network_input, self.transforms)[0].numpy()
+            return self._ensemble_probability(batch)[0]
+
+    def to_native(self, probability: torch.Tensor, network_input: MetaTensor) -> np.ndarray:
+        """Bring a network-grid probability back to the native grid: undo the crop, then the resampling.
+
+        Undoing the crop zero-pads the probability to the resampled grid; undoing the resampling
+        is done by :func:`invert_resampling_on_support`, which interpolates only the native box
+        that the brain crop covers, where MONAI's inverse would interpolate the whole native grid.
+        The record is copied because MONAI's inverse consumes it, so the input can be inverted again.
+        """
+        tracked = MetaTensor(
+            probability.float().cpu(),
+            meta=network_input.meta,
+            applied_operations=copy.deepcopy(network_input.applied_operations),
+        )
+        resampled = self._after_resampling.inverse({IMAGE: tracked})[IMAGE]
+        return invert_resampling_on_support(resampled)[0].numpy()
 
     def mask(self, case: CaseImages) -> np.ndarray:
         """Binary uint8 lesion mask on the native grid, axes (x, y, z)."""
@@ -147,3 +177,4 @@ class Predictor:
                 overlap=self.settings.overlap,
                 mode=self.settings.blend_mode,
             )
+
