@@ -1,0 +1,99 @@
+"""The benchmark's report (structure only: timings are printed, never asserted) and the fast inversion."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SMALL_SIZE, tiny_config
+from hieseg import bench
+from hieseg.config import CONFIG_FILENAME
+
+
+@pytest.fixture(scope="module")
+def report(untrained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One tiny case, one repeat, the tiny configuration's training steps; written to a folder."""
+    scratch = tmp_path_factory.mktemp("bench")
+    result = bench.run_benchmark(
+        untrained_model_dir, [SMALL_SIZE], repeats=1, device="cpu", overrides={"sw_batch_size": 2},
+        scratch=scratch / "work", threads=1,
+    )
+    out = scratch / "results"
+    bench.write_report(result, out)
+    return result, out
+
+
+def test_report_times_both_predictors_and_gives_a_positive_ratio(report: tuple[dict, Path]) -> None:
+    result, _ = report
+    (case,) = result["cases"]
+    assert case["size"] == list(SMALL_SIZE)
+    assert case["ratio"] > 0 and np.isfinite(case["ratio"])
+    for kind in (bench.PROJECT, bench.BASELINE):
+        timing = case[kind]
+        assert len(timing["seconds"]) == 1 and timing["cold_seconds"] > 0
+        assert set(timing["stage_seconds"]) == set(bench.STAGES)
+        assert timing["peak_rss_bytes"] >= timing["loaded_rss_bytes"] > 0
+    assert case["project"]["settings"]["sw_batch_size"] == 2
+    assert case["baseline"]["settings"]["sw_batch_size"] == bench.BASELINE_SW_BATCH_SIZE
+
+
+def test_project_predicts_the_brain_crop_and_the_baseline_the_whole_volume(report: tuple[dict, Path]) -> None:
+    (case,) = report[0]["cases"]
+    project, baseline = case["project"]["network_grid"], case["baseline"]["network_grid"]
+    assert all(p <= b for p, b in zip(project, baseline)) and project != baseline
+
+
+def test_report_compares_the_masks_and_the_probabilities(report: tuple[dict, Path]) -> None:
+    agreement = report[0]["cases"][0]["agreement"]
+    assert agreement["differing_voxels"] >= 0 and 0.0 <= agreement["differing_fraction_of_brain"] <= 1.0
+    assert 0.0 <= agreement["dice"] <= 1.0 and 0.0 <= agreement["quantile_dice"] <= 1.0
+    assert 0.0 <= agreement["max_abs_probability_difference"] <= 1.0
+    assert 0.0 < agreement["quantile_threshold"] < 1.0
+    assert 0.0 <= agreement["project_truth_dice"] <= 1.0 and 0.0 <= agreement["baseline_truth_dice"] <= 1.0
+
+
+def test_report_has_training_throughput(report: tuple[dict, Path]) -> None:
+    training = report[0]["training"]
+    assert training["steps_per_second"] > 0 and training["samples_per_second"] > 0
+    assert training["samples_per_step"] == tiny_config().train.batch_size * tiny_config().train.samples_per_case
+    assert training["peak_rss_bytes"] > 0
+
+
+def test_report_is_written_as_json_and_markdown(report: tuple[dict, Path]) -> None:
+    result, out = report
+    assert json.loads((out / bench.JSON_NAME).read_text())["cases"][0]["ratio"] == result["cases"][0]["ratio"]
+    text = (out / bench.MARKDOWN_NAME).read_text()
+    assert "| case (x y z) | project s | baseline s | ratio |" in text
+    assert f"| {'x'.join(map(str, SMALL_SIZE))} |" in text and "steps/s" in text
+    assert result["machine"]["torch"] == torch.__version__ and result["machine"]["device"] == "cpu"
+    assert result["machine"]["torch_threads"] == 1
+
+
+def test_agreement_of_identical_and_of_shifted_outputs() -> None:
+    brain = np.ones((4, 4, 4), dtype=bool)
+    probability = np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4)
+    mask = (probability >= 0.5).astype(np.uint8)
+    same = bench.agreement(mask, mask, probability, probability, brain, mask.astype(bool))
+    assert same.differing_voxels == 0 and same.dice == 1.0 and same.max_abs_probability_difference == 0.0
+    assert same.project_truth_dice == same.baseline_truth_dice == 1.0
+    other = mask.copy()
+    other[0, 0, 0] = 1
+    shifted = bench.agreement(other, mask, np.clip(probability + 0.1, 0, 1), probability, brain, mask.astype(bool))
+    assert shifted.differing_voxels == 1 and shifted.differing_fraction_of_brain == 1 / 64
+    assert shifted.dice < 1.0 and shifted.max_abs_probability_difference == pytest.approx(0.1)
+    assert shifted.project_truth_dice < shifted.baseline_truth_dice == 1.0
+
+
+def test_without_trained_weights_a_random_default_network_is_used(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "REPO_MODEL_DIR", tmp_path / "empty")
+    folder, note = bench.resolve_model(None, tmp_path / "scratch")
+    assert (folder / CONFIG_FILENAME).is_file() and list(folder.glob("*.pt"))
+    assert "RANDOM" in note
+
+
+def test_sizes_parse_from_the_command_line() -> None:
+    assert bench.parse_size("256x256x64") == (256, 256, 64)
+    with pytest.raises(Exception, match="256x256x64"):
+        bench.parse_size("256x256")
