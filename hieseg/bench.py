@@ -78,7 +78,8 @@ from hieseg.network import build_network
 from hieseg.postprocess import binarize, remove_small_components
 from hieseg.predictor import WEIGHTS_PATTERN, ModelBundle, Predictor, load_bundle, select_device
 from hieseg.synthetic import make_case, write_container_case, write_release
-from hieseg.transforms import IMAGE, LABEL, case_to_dict, invert_to_native, preprocess_transforms, training_transforms
+from hieseg.training import training_step
+from hieseg.transforms import IMAGE, case_to_dict, invert_to_native, preprocess_transforms, training_transforms
 
 DEFAULT_SIZES: tuple[tuple[int, int, int], ...] = ((128, 128, 16), (192, 192, 32), (256, 256, 64))
 DEFAULT_REPEATS = 3
@@ -405,29 +406,6 @@ def draw_batches(config: ExperimentConfig, data_root: Path, count: int) -> tuple
     started = time.perf_counter()
     batches = [next(iter(loader)) for _ in range(count)]
     return batches, time.perf_counter() - started
-
-
-def training_step(
-    config: ExperimentConfig,
-    network: torch.nn.Module,
-    loss_function: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    batch: dict,
-    device: torch.device,
-) -> None:
-    """One optimisation step, made as ``hieseg.training`` makes it."""
-    images = batch[IMAGE].as_tensor().to(device)
-    labels = batch[LABEL].as_tensor().to(device)
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-        logits = network(images)
-    loss = loss_function(logits.float(), labels)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(network.parameters(), config.train.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
 
 
 def agreement(project_mask: np.ndarray, baseline_mask: np.ndarray, project_probability: np.ndarray,

@@ -215,24 +215,36 @@ def _train_epoch(
     """One epoch of optimisation; returns the mean training loss."""
     network.train()
     steps = config.train.steps_per_epoch or len(loader)
-    use_amp = scaler.is_enabled()
-    losses = []
     batches = _cycle(loader)
-    for _ in tqdm(range(steps), desc="steps", leave=False, disable=not progress, unit="step"):
-        batch = next(batches)
-        images = batch[IMAGE].as_tensor().to(device, non_blocking=True)
-        labels = batch[LABEL].as_tensor().to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logits = network(images)
-        loss = loss_function(logits.float(), labels)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(network.parameters(), config.train.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(float(loss.detach()))
+    losses = [
+        training_step(config, network, loss_function, optimizer, scaler, next(batches), device)
+        for _ in tqdm(range(steps), desc="steps", leave=False, disable=not progress, unit="step")
+    ]
     return float(np.mean(losses))
+
+
+def training_step(
+    config: ExperimentConfig,
+    network: torch.nn.Module,
+    loss_function: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch: dict,
+    device: torch.device,
+) -> float:
+    """One optimisation step (mixed precision when the scaler is enabled, clipped gradients); returns the loss."""
+    images = batch[IMAGE].as_tensor().to(device, non_blocking=True)
+    labels = batch[LABEL].as_tensor().to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+        logits = network(images)
+    loss = loss_function(logits.float(), labels)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(network.parameters(), config.train.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
 
 
 def _cycle(loader: DataLoader):

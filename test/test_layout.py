@@ -20,6 +20,16 @@ def first_case(root: Path) -> str:
     return discover_cases(root)[0].case_id
 
 
+def set_voxel(path: Path, index: tuple[int, int, int], value: float) -> None:
+    """Overwrite one voxel of an image file, keeping its geometry."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    array[index] = value
+    broken = sitk.GetImageFromArray(array)
+    broken.CopyInformation(image)
+    sitk.WriteImage(broken, str(path))
+
+
 def test_discovers_every_case_with_its_three_files(release: Path) -> None:
     cases = discover_cases(release)
     assert len(cases) == 8
@@ -63,13 +73,7 @@ def test_corrupt_file_names_the_case(release: Path) -> None:
 
 def test_non_binary_label_is_refused(release: Path) -> None:
     case_id = first_case(release)
-    path = label_path(release, case_id)
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image)
-    array[0, 0, 0] = 7
-    broken = sitk.GetImageFromArray(array)
-    broken.CopyInformation(image)
-    sitk.WriteImage(broken, str(path))
+    set_voxel(label_path(release, case_id), (0, 0, 0), 7)
     case = next(c for c in discover_cases(release) if c.case_id == case_id)
     with pytest.raises(DatasetError, match="label must be binary"):
         load_case(case)
@@ -77,13 +81,7 @@ def test_non_binary_label_is_refused(release: Path) -> None:
 
 def test_nan_voxels_are_refused(release: Path) -> None:
     case_id = first_case(release)
-    path = zadc_path(release, case_id)
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image)
-    array[1, 2, 3] = np.nan
-    broken = sitk.GetImageFromArray(array)
-    broken.CopyInformation(image)
-    sitk.WriteImage(broken, str(path))
+    set_voxel(zadc_path(release, case_id), (1, 2, 3), np.nan)
     case = next(c for c in discover_cases(release) if c.case_id == case_id)
     with pytest.raises(DatasetError, match="1 NaN or infinite"):
         load_case(case)
