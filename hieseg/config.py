@@ -36,7 +36,7 @@ class AugmentConfig:
     affine_prob: float = 0.2
     rotate_range_deg: float = 12.0
     scale_range: float = 0.1
-    elastic_prob: float = 0.0
+    elastic_prob: float = 0.1
     noise_prob: float = 0.15
     noise_std: float = 0.1
     blur_prob: float = 0.15
