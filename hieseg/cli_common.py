@@ -1,4 +1,4 @@
-"""Shared pieces of the command lines: logging set-up and turning known failures into exit code 2."""
+"""Shared pieces of the command lines: logging, config assembly, and known failures as exit code 2."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from hieseg.config import ExperimentConfig
 from hieseg.image_io import ImageError
 from hieseg.layout import DatasetError
 from hieseg.predictor import ModelError
@@ -45,3 +47,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
         except json.JSONDecodeError:
             overrides[key.strip()] = raw
     return overrides
+
+
+def build_config(
+    config_path: Path | None, flags: dict[str, object | None], overrides: dict[str, object]
+) -> ExperimentConfig:
+    """Defaults (or ``config_path``), then the dotted keys of the flags that were given, then ``--set``."""
+    config = ExperimentConfig.load(config_path) if config_path else ExperimentConfig()
+    given = {key: value for key, value in flags.items() if value is not None}
+    return config.with_overrides({**given, **overrides})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hieseg.cli_common import configure_logging, parse_overrides, run_reporting_errors
+from hieseg.cli_common import build_config, configure_logging, parse_overrides, run_reporting_errors
 from hieseg.config import ExperimentConfig
 from hieseg.losses import LOSS_NAMES
 from hieseg.training import train
@@ -39,14 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """Defaults (or --config), then the named flags, then --set overrides, in that order."""
-    config = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
-    overrides: dict[str, object] = {}
-    for flag, key in (("loss", "loss.name"), ("fold", "train.fold"), ("folds", "train.folds"),
-                      ("epochs", "train.epochs"), ("seed", "train.seed")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    overrides.update(parse_overrides(args.set))
-    return config.with_overrides(overrides)
+    flags = {"loss.name": args.loss, "train.fold": args.fold, "train.folds": args.folds,
+             "train.epochs": args.epochs, "train.seed": args.seed}
+    return build_config(args.config, flags, parse_overrides(args.set))
 
 
 def main(argv: list[str] | None = None) -> int:
