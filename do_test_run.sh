@@ -25,4 +25,11 @@ docker run --rm \
     --volume "$OUTPUT_DIR":/output \
     "$DOCKER_IMAGE_TAG"
 
-python3 -m hieseg.compare_outputs "$OUTPUT_DIR" "$SCRIPT_DIR/test/expected_output"
+# Compare inside the image, so the host needs nothing but Docker.
+docker run --rm \
+    --platform=linux/amd64 \
+    --network none \
+    --volume "$OUTPUT_DIR":/output:ro \
+    --volume "$SCRIPT_DIR/test/expected_output":/expected:ro \
+    --entrypoint python \
+    "$DOCKER_IMAGE_TAG" -m hieseg.compare_outputs /output /expected
