@@ -17,6 +17,7 @@ Two layouts exist:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +35,13 @@ ZADC_PREFIX = "Zmap_"
 ZADC_SUFFIX = "-ADC_smooth2mm_clipped10.mha"
 LABEL_SUFFIX = "_lesion.mha"
 
-CONTAINER_ADC_DIR = Path("images/skull-stripped-adc-brain-mri")
-CONTAINER_ZADC_DIR = Path("images/z-score-adc")
-CONTAINER_OUTPUT_DIR = Path("images/hie-lesion-segmentation")
+INTERFACES_FILE = Path(__file__).resolve().parent.parent / "resources" / "interfaces.json"
+"""The challenge's input and output interfaces, baked into the image with the code."""
+
+_INTERFACES = json.loads(INTERFACES_FILE.read_text())
+CONTAINER_ADC_DIR = Path(_INTERFACES["inputs"]["adc"]["relative_path"])
+CONTAINER_ZADC_DIR = Path(_INTERFACES["inputs"]["zadc"]["relative_path"])
+CONTAINER_OUTPUT_DIR = Path(_INTERFACES["outputs"]["lesion"]["relative_path"])
 
 
 class DatasetError(ValueError):
