@@ -3,7 +3,8 @@
 A case enters as a dictionary with a 2-channel ``image`` (ADC, Z_ADC) and optionally a
 1-channel ``label``, both :class:`monai.data.MetaTensor` carrying the native affine. Every
 spatial step is a MONAI invertible transform, so a prediction made on the network's grid
-is brought back to the native grid with :func:`invert_to_native`.
+is brought back to the native grid with :func:`invert_to_native` (MONAI's inverse, the
+reference); the predictor uses the equal but faster ``hieseg.resampling`` for the last step.
 """
 
 from __future__ import annotations
