@@ -54,6 +54,17 @@ def test_report_compares_the_masks_and_the_probabilities(report: tuple[dict, Pat
     assert 0.0 <= agreement["project_truth_dice"] <= 1.0 and 0.0 <= agreement["baseline_truth_dice"] <= 1.0
 
 
+def test_cropped_baseline_sees_exactly_the_projects_input(report: tuple[dict, Path]) -> None:
+    result, out = report
+    (case,) = result["cases"]
+    cropped = case[bench.CROPPED_BASELINE]
+    assert cropped["network_grid"] == case[bench.PROJECT]["network_grid"]
+    assert cropped["settings"]["brain_crop"] is True and case["baseline"]["settings"]["brain_crop"] is False
+    assert case["cropped_ratio"] > 0
+    assert 0 <= case["cropped_agreement"]["differing_fraction_of_brain"] <= 1
+    assert "## Against a baseline on the same brain-cropped input" in (out / bench.MARKDOWN_NAME).read_text()
+
+
 def test_report_has_training_throughput(report: tuple[dict, Path]) -> None:
     training = report[0]["training"]
     assert training["steps_per_second"] > 0 and training["samples_per_second"] > 0
