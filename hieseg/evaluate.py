@@ -38,7 +38,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from hieseg.cli_common import run_reporting_errors
-from hieseg.image_io import ImageError, check_same_geometry, read_image, to_xyz_array
+from hieseg.image_io import check_same_geometry, read_image, require_binary, to_xyz_array
 from hieseg.layout import ADC_DIR, ADC_SUFFIX, LABEL_DIR, LABEL_SUFFIX, adc_path, label_path
 from hieseg.metrics import (
     DEFAULT_NSD_TOLERANCE_MM,
@@ -243,9 +243,7 @@ def _brain_path(brain_dir: Path, case_id: str) -> Path:
 
 
 def _binary_mask(image: sitk.Image, path: Path) -> np.ndarray:
-    values = np.unique(sitk.GetArrayViewFromImage(image))
-    if not np.isin(values, (0, 1)).all():
-        raise ImageError(f"{path}: mask must be binary 0/1, found values {values[:8].tolist()}")
+    require_binary(image, path)
     return to_xyz_array(image, np.uint8).astype(bool)
 
 

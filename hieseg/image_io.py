@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,13 @@ def read_image(path: Path, *, require_finite: bool = True) -> sitk.Image:
     return image
 
 
+def require_binary(image: sitk.Image, path: Path, what: str = "mask") -> None:
+    """Raise :class:`ImageError` unless every voxel is 0 or 1."""
+    values = np.unique(sitk.GetArrayViewFromImage(image))
+    if not np.isin(values, (0, 1)).all():
+        raise ImageError(f"{path}: {what} must be binary 0/1, found values {values[:8].tolist()}")
+
+
 def check_same_geometry(reference: sitk.Image, reference_path: Path, other: sitk.Image, other_path: Path) -> None:
     """Raise :class:`ImageError` when two images of one case are not on the same grid."""
     differences = Geometry.of(reference).differences(Geometry.of(other))
@@ -105,19 +113,25 @@ def from_xyz_array(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def write_image_atomic(image: sitk.Image, path: Path, *, compress: bool = True) -> None:
-    """Write to a temporary file in the destination folder and rename it into place.
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary file in the destination folder, then rename it into place.
 
-    A crash or a full disk therefore never leaves a half-written mask where a reader
-    (the challenge platform) would pick it up.
+    A crash or a full disk therefore never leaves a half-written file where a reader (the
+    challenge platform, a resumed run) would pick it up. The temporary file keeps the
+    destination's suffix, which writers such as SimpleITK use to choose the format.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     os.close(handle)
     try:
-        sitk.WriteImage(image, temporary, compress)
+        write(Path(temporary))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_image_atomic(image: sitk.Image, path: Path, *, compress: bool = True) -> None:
+    """Write an image with :func:`write_atomic`."""
+    write_atomic(path, lambda temporary: sitk.WriteImage(image, str(temporary), compress))

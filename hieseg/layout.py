@@ -22,10 +22,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
-from hieseg.image_io import ImageError, check_same_geometry, read_image
+from hieseg.image_io import ImageError, check_same_geometry, read_image, require_binary
 
 ADC_DIR = "1ADC_ss"
 ZADC_DIR = "2Z_ADC"
@@ -128,9 +127,7 @@ def load_case(files: CaseFiles) -> CaseImages:
         if files.label is not None:
             label = read_image(files.label)
             check_same_geometry(adc, files.adc, label, files.label)
-            values = np.unique(sitk.GetArrayViewFromImage(label))
-            if not np.isin(values, (0, 1)).all():
-                raise ImageError(f"{files.label}: label must be binary 0/1, found values {values[:8].tolist()}")
+            require_binary(label, files.label, "label")
     except ImageError as exc:
         raise DatasetError(f"case {files.case_id}: {exc}") from exc
     return CaseImages(files=files, adc=adc, zadc=zadc, label=label)

@@ -39,7 +39,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from hieseg import training
 from hieseg.cli_common import build_config, configure_logging, parse_overrides, run_reporting_errors
 from hieseg.config import ExperimentConfig
 from hieseg.evaluate import METRIC_TITLES
-from hieseg.image_io import to_xyz_array, write_image_atomic
+from hieseg.image_io import to_xyz_array, write_atomic, write_image_atomic
 from hieseg.layout import CaseFiles, discover_cases, load_case
 from hieseg.losses import LOSS_NAMES
 from hieseg.metrics import (
@@ -143,7 +142,7 @@ class Study:
     def metrics_path(self, loss: str, fold: int, held_out_ids: Sequence[str]) -> Path:
         """The metrics.csv that training writes for this run (named after its explicit validation ids)."""
         name = training.run_name(self.run_config(loss, fold), list(held_out_ids))
-        return self.run_dir(loss, fold) / "runs" / name / "metrics.csv"
+        return self.run_dir(loss, fold) / "runs" / name / training.METRICS_FILE
 
     def prediction_path(self, loss: str, case_id: str) -> Path:
         return self.out / PREDICTIONS_DIR / loss / f"{case_id}{MASK_SUFFIX}"
@@ -293,11 +292,8 @@ def predict_and_score(study: Study, loss: str, run_dir: Path, held_out: list[Cas
 
 def validation_curve(path: Path) -> dict[int, float]:
     """Validation Dice by epoch from a run's metrics.csv (epochs without validation left out)."""
-    if not path.exists():
-        return {}
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {int(float(r["epoch"])): float(r["val_dice"]) for r in rows if not math.isnan(float(r["val_dice"]))}
+    rows = training.read_history(path)
+    return {int(row["epoch"]): row["val_dice"] for row in rows if not math.isnan(row["val_dice"])}
 
 
 def mean_curve(curves: Sequence[Mapping[int, float]]) -> dict[int, float]:
@@ -453,13 +449,13 @@ def plot_validation_curves(curves: Mapping[str, Mapping[int, float]], path: Path
 
 def write_rows(path: Path, rows: Sequence[StudyRow]) -> None:
     """Per-case rows as CSV, written atomically so a crash never leaves a half-written 'done' marker."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-        writer.writeheader()
-        writer.writerows(row.as_record() for row in rows)
-    os.replace(temporary, path)
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
+            writer.writeheader()
+            writer.writerows(row.as_record() for row in rows)
+
+    write_atomic(path, write)
 
 
 def read_rows(path: Path) -> list[StudyRow]:
@@ -468,9 +464,7 @@ def read_rows(path: Path) -> list[StudyRow]:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_atomic(path, lambda temporary: temporary.write_text(text))
 
 
 def _flat_differences(old: object, new: object, prefix: str = "") -> dict[str, tuple[object, object]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig
+from hieseg.image_io import write_atomic
 from hieseg.layout import CaseImages, discover_cases, load_case
 from hieseg.losses import build_loss
 from hieseg.metrics import dice_score
@@ -36,6 +36,7 @@ from hieseg.splits import train_validation_split
 from hieseg.transforms import IMAGE, LABEL, case_to_dict, training_transforms
 
 LOG = logging.getLogger(__name__)
+METRICS_FILE = "metrics.csv"
 METRIC_FIELDS = ("epoch", "train_loss", "val_dice", "learning_rate", "seconds")
 
 
@@ -130,7 +131,7 @@ def train(
 
     weights_path = out_dir / f"{name}.pt"
     validation_cases = [by_id[i] for i in validation]
-    history = _read_history(run_dir / "metrics.csv")
+    history = read_history(run_dir / METRICS_FILE)
     writer = _tensorboard_writer(run_dir)
     epochs = tqdm(range(state.epoch, config.train.epochs), desc=f"training {name}", disable=not progress, unit="epoch")
     for epoch in epochs:
@@ -151,7 +152,7 @@ def train(
         row["seconds"] = time.perf_counter() - started
         state.epoch = epoch + 1
         history.append(row)
-        _append_metrics(run_dir / "metrics.csv", row)
+        _append_metrics(run_dir / METRICS_FILE, row)
         for key in ("train_loss", "val_dice", "learning_rate"):
             if not math.isnan(row[key]):
                 writer.add_scalar(key, row[key], epoch + 1)
@@ -297,7 +298,8 @@ def _append_metrics(path: Path, row: dict[str, float]) -> None:
         writer.writerow(row)
 
 
-def _read_history(path: Path) -> list[dict[str, float]]:
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Per-epoch rows of a run's metrics.csv as floats (NaN where no validation ran); empty if none."""
     if not path.exists():
         return []
     with path.open(newline="") as handle:
@@ -305,9 +307,7 @@ def _read_history(path: Path) -> list[dict[str, float]]:
 
 
 def _save_atomic(payload: object, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    write_atomic(path, lambda temporary: torch.save(payload, temporary))
 
 
 def _save_checkpoint(path, config, network, optimizer, scheduler, scaler, state: _State) -> None:
