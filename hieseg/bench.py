@@ -100,6 +100,8 @@ CASE_SEED = 20240
 """Seed of the benchmark's synthetic cases (the same cases in every run)."""
 CASE_UUID = "bench"
 RANDOM_WEIGHTS_SEED = 0
+RANDOM_MODEL_SPACING = (1.12, 1.12, 2.2)
+"""Grid of the random-weights model: what training derives (median spacing) from synthetic release cases."""
 BASELINE_SW_BATCH_SIZE = 1
 BASELINE_OVERLAP = 0.25
 BASELINE_BLEND_MODE = "constant"
@@ -462,7 +464,7 @@ def resolve_model(requested: Path | None, scratch: Path) -> tuple[Path, str]:
         return REPO_MODEL_DIR, f"trained weights from {REPO_MODEL_DIR}"
     folder = scratch / "random-model"
     folder.mkdir(parents=True)
-    config = ExperimentConfig()
+    config = ExperimentConfig().with_overrides({"preprocess.target_spacing": RANDOM_MODEL_SPACING})
     config.save(folder / CONFIG_FILENAME)
     torch.manual_seed(RANDOM_WEIGHTS_SEED)
     torch.save(build_network(config.network).state_dict(), folder / "fold0.pt")

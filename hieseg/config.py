@@ -21,8 +21,10 @@ CONFIG_FORMAT_VERSION = 1
 class PreprocessConfig:
     """How a case is brought from its native grid to the network's grid."""
 
-    target_spacing: tuple[float, float, float] = (1.5, 1.5, 3.0)
-    """Voxel size in mm (x, y, z) that every case is resampled to."""
+    target_spacing: tuple[float, float, float] | None = None
+    """Voxel size in mm (x, y, z) that every case is resampled to. None: derived from the
+    training data when training starts (nnU-Net's rule, see ``hieseg.spacing``) and saved
+    resolved in config.json, so inference always reads an explicit grid."""
     crop_margin: int = 4
     """Voxels kept around the brain's bounding box when cropping to the brain."""
 
@@ -104,6 +106,9 @@ class TrainConfig:
     seed: int = 42
     num_workers: int = 2
     cache_cases: bool = True
+    torch_threads: int = 0
+    """Intra-op threads of torch while training; 0: the usable cores minus the loader workers
+    (at least 1), because threads competing with the workers for cores slow a step many-fold."""
 
 
 @dataclass
@@ -123,6 +128,19 @@ class InferenceConfig:
 
 
 @dataclass
+class TuningConfig:
+    """Post-processing chosen on the validation cases after training (see ``hieseg.tuning``)."""
+
+    enabled: bool = True
+    thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    min_component_mm3: tuple[float, ...] = (0.0, 10.0, 25.0, 50.0, 100.0)
+    try_tta: bool = True
+    """Also score flip test-time augmentation, which costs five predictions per case."""
+    tta_min_dice_gain: float = 0.01
+    """Flip TTA is switched on only when it wins the ranking and adds at least this mean Dice."""
+
+
+@dataclass
 class ExperimentConfig:
     """The whole, self-describing configuration saved with the weights."""
 
@@ -132,6 +150,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     format_version: int = CONFIG_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +205,7 @@ _SECTION_TYPES: dict[str, type] = {
     "loss": LossConfig,
     "train": TrainConfig,
     "inference": InferenceConfig,
+    "tuning": TuningConfig,
 }
 
 
@@ -194,8 +214,4 @@ def _build_section(section_type: type, data: dict[str, Any], name: str) -> Any:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"unknown key(s) in section {name!r}: {', '.join(unknown)}")
-    values = {}
-    for key, value in data.items():
-        default = getattr(section_type(), key)
-        values[key] = tuple(value) if isinstance(default, tuple) else value
-    return section_type(**values)
+    return section_type(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})

@@ -71,11 +71,11 @@ def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
     weight_files = sorted(model_dir.glob(WEIGHTS_PATTERN))
     if not weight_files:
         raise ModelError(f"{model_dir}: no weight files ({WEIGHTS_PATTERN}) found")
-    networks = [_load_network(config, path, device) for path in weight_files]
+    networks = [load_network(config, path, device) for path in weight_files]
     return ModelBundle(config=config, networks=networks, weight_files=weight_files)
 
 
-def _load_network(config: ExperimentConfig, path: Path, device: torch.device) -> torch.nn.Module:
+def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> torch.nn.Module:
     network = build_network(config.network)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

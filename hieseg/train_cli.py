@@ -8,7 +8,9 @@ from pathlib import Path
 from hieseg.cli_common import build_config, configure_logging, parse_overrides, run_reporting_errors
 from hieseg.config import ExperimentConfig
 from hieseg.losses import LOSS_NAMES
+from hieseg.predictor import select_device
 from hieseg.training import train
+from hieseg.tuning import TUNING_JSON, tune_trained_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.all_folds and validation_ids:
             raise ValueError("--all-folds and --val-cases exclude each other")
         folds = range(config.train.folds) if args.all_folds else [config.train.fold]
+        runs = []
         for fold in folds:
             result = train(
                 config.with_overrides({"train.fold": fold}),
@@ -68,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result.weights}: best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch} "
                 f"({result.epochs_run} epochs, {len(result.training_ids)} training / "
                 f"{len(result.validation_ids)} validation cases)"
+            )
+            runs.append((result.weights, result.validation_ids))
+        if config.tuning.enabled:
+            tuned = tune_trained_folder(args.data, args.out, runs, select_device(args.device), not args.no_progress)
+            chosen = tuned.chosen
+            print(
+                f"post-processing tuned on {len(tuned.case_ids)} validation case(s): threshold {chosen.threshold:g}, "
+                f"min component {chosen.min_component_mm3:g} mm3, flip TTA {'on' if chosen.tta_flips else 'off'} "
+                f"(Dice {chosen.dice:.3f}, MASD {chosen.masd_mm:.2f} mm, NSD {chosen.nsd:.3f}); "
+                f"every candidate in {args.out / TUNING_JSON}"
             )
         return 0
 

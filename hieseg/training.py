@@ -13,8 +13,11 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +35,15 @@ from hieseg.losses import build_loss
 from hieseg.metrics import dice_score
 from hieseg.network import build_network
 from hieseg.predictor import Predictor, select_device
+from hieseg.spacing import with_data_spacing
 from hieseg.splits import train_validation_split
 from hieseg.transforms import IMAGE, LABEL, case_to_dict, training_transforms
 
 LOG = logging.getLogger(__name__)
 METRICS_FILE = "metrics.csv"
 METRIC_FIELDS = ("epoch", "train_loss", "val_dice", "learning_rate", "seconds")
+TUNED_INFERENCE_KEYS = ("threshold", "min_component_mm3", "tta_flips")
+"""Inference settings that post-processing tuning rewrites in config.json after training."""
 
 
 @dataclass
@@ -97,10 +103,28 @@ def train(
     checkpoint_path = run_dir / "last.ckpt"
     if checkpoint_path.exists() and not resume:
         raise FileExistsError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+    with _torch_threads(intra_op_threads(config)):
+        return _train(config, data_root, out_dir, name, validation_ids, resume, device, progress)
+
+
+def _train(
+    config: ExperimentConfig,
+    data_root: Path,
+    out_dir: Path,
+    name: str,
+    validation_ids: list[str] | None,
+    resume: bool,
+    device: str,
+    progress: bool,
+) -> TrainingResult:
+    run_dir = out_dir / "runs" / name
+    checkpoint_path = run_dir / "last.ckpt"
     set_determinism(seed=config.train.seed)
     torch_device = select_device(device)
 
     cases = load_cases(data_root, progress)
+    config = with_data_spacing(config, [case.adc.GetSpacing() for case in cases])
+    LOG.info("network grid %s mm", " x ".join(f"{s:g}" for s in config.preprocess.target_spacing))
     by_id = {case.files.case_id: case for case in cases}
     training_ids, validation = train_validation_split(
         list(by_id),
@@ -171,6 +195,25 @@ def train(
         validation_ids=validation,
         history=history,
     )
+
+
+def intra_op_threads(config: ExperimentConfig) -> int:
+    """torch's intra-op threads for training: the setting, or the usable cores left by the loader workers."""
+    if config.train.torch_threads > 0:
+        return config.train.torch_threads
+    return max(1, len(os.sched_getaffinity(0)) - config.train.num_workers)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` intra-op threads, restoring the caller's count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    LOG.info("torch intra-op threads: %d", count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def validate(
@@ -275,6 +318,9 @@ def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
         mine = config.to_dict()
         for data in (existing, mine):
             data["train"].pop("fold")
+            if config.tuning.enabled:
+                for key in TUNED_INFERENCE_KEYS:
+                    data["inference"].pop(key)
         if existing != mine:
             raise ValueError(
                 f"{path} holds a different configuration: weights in one folder are ensembled, "

@@ -57,6 +57,9 @@ def preprocess_transforms(config: PreprocessConfig, with_label: bool) -> list:
     The skull-stripped ADC and the Z_ADC map are both exactly 0 outside the brain, so the
     non-zero voxels of each channel are the brain and the background stays 0 after scaling.
     """
+    if config.target_spacing is None:
+        raise ValueError("preprocess.target_spacing is unset: training derives it from the data, so a "
+                         "config.json used for prediction must hold it")
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
     return [

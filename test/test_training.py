@@ -1,6 +1,7 @@
 """Training: it learns, it is deterministic, it resumes, and the CLI reports bad data clearly."""
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,43 @@ def test_cli_rejects_an_unknown_override(small_release: Path, tmp_path: Path) ->
     result = run_train_cli("--data", str(small_release), "--out", str(tmp_path), "--set", "train.epoch=3")
     assert result.returncode == 2
     assert "unknown config key 'train.epoch'" in result.stderr
+
+
+def test_cli_tunes_post_processing_on_the_validation_fold(small_release: Path, tmp_path: Path) -> None:
+    config_file = tmp_path / "base.json"
+    one_epoch_config(**{"tuning.thresholds": (0.4, 0.6), "tuning.min_component_mm3": (0.0, 30.0)}).save(config_file)
+    result = run_train_cli("--data", str(small_release), "--out", str(tmp_path / "out"), "--config",
+                           str(config_file), "--device", "cpu", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "post-processing tuned on 2 validation case(s)" in result.stdout
+    tuning = json.loads((tmp_path / "out" / "tuning.json").read_text())
+    assert len(tuning["candidates"]) == 8
+    saved = ExperimentConfig.load(tmp_path / "out" / CONFIG_FILENAME).inference
+    chosen = tuning["chosen"]
+    assert (saved.threshold, saved.min_component_mm3, saved.tta_flips) == (
+        chosen["threshold"], chosen["min_component_mm3"], chosen["tta_flips"])
+    assert saved.threshold in (0.4, 0.6)
+
+
+def test_intra_op_threads_leave_cores_to_the_loader_workers(monkeypatch) -> None:
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 1})) == 1
+    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 0})) == 2
+    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 4})) == 1
+    assert training.intra_op_threads(tiny_config(**{"train.torch_threads": 3})) == 3
+
+
+def test_training_runs_with_the_chosen_threads_and_restores_them(small_release: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    seen = []
+    real_epoch = training._train_epoch
+
+    def recording_epoch(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", recording_epoch)
+    before = torch.get_num_threads()
+    train(one_epoch_config(**{"train.torch_threads": 1}), small_release, tmp_path, device="cpu", progress=False)
+    assert seen == [1]
+    assert torch.get_num_threads() == before

@@ -1,0 +1,96 @@
+"""Post-processing chosen on validation cases: hand-made scores, the ranking, the TTA rule, config.json."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import tiny_config
+from hieseg.config import CONFIG_FILENAME, ExperimentConfig, TuningConfig
+from hieseg.layout import CaseFiles, CaseImages, discover_cases, load_case
+from hieseg.tuning import TUNING_JSON, Candidate, HeldOut, apply_tuning, best_candidate, score_settings, tune
+
+
+def image(array_xyz: np.ndarray) -> sitk.Image:
+    result = sitk.GetImageFromArray(array_xyz.transpose(2, 1, 0))
+    result.SetSpacing((1.0, 1.0, 1.0))
+    return result
+
+
+def hand_made_case() -> tuple[CaseImages, np.ndarray]:
+    """A 4x4x4 lesion predicted at 0.8, plus a 2-voxel speck at 0.45 far from it."""
+    truth = np.zeros((24, 24, 24), dtype=np.uint8)
+    truth[4:8, 4:8, 4:8] = 1
+    probability = np.zeros(truth.shape, dtype=np.float32)
+    probability[4:8, 4:8, 4:8] = 0.8
+    probability[18, 18, 18:20] = 0.45
+    adc = image(np.ones(truth.shape, dtype=np.float32))
+    files = CaseFiles("hand", Path("adc.mha"), Path("zadc.mha"), Path("label.mha"))
+    return CaseImages(files=files, adc=adc, zadc=adc, label=image(truth)), probability
+
+
+def candidate(dice: float, masd: float, nsd: float, threshold: float = 0.5) -> Candidate:
+    return Candidate(threshold=threshold, min_component_mm3=0.0, tta_flips=False, dice=dice, masd_mm=masd, nsd=nsd)
+
+
+def test_scores_every_setting_on_the_native_grid() -> None:
+    case, probability = hand_made_case()
+    settings = TuningConfig(thresholds=(0.4, 0.5), min_component_mm3=(0.0, 5.0))
+    scores = score_settings(probability, case, settings)
+    assert set(scores) == {(0.4, 0.0), (0.4, 5.0), (0.5, 0.0), (0.5, 5.0)}
+    assert scores[(0.5, 0.0)] == pytest.approx((1.0, 0.0, 1.0))
+    # at 0.4 the 2-voxel speck joins: Dice = 2 * 64 / (66 + 64)
+    dice, masd, nsd = scores[(0.4, 0.0)]
+    assert dice == pytest.approx(128 / 130)
+    assert masd > 0.2 and nsd < 0.99  # the speck lies about 20 mm from the lesion
+    # a 5 mm3 minimum removes the 2 mm3 speck again
+    assert scores[(0.4, 5.0)] == pytest.approx((1.0, 0.0, 1.0))
+
+
+def test_best_mean_rank_wins_and_ties_go_to_dice() -> None:
+    a = candidate(0.60, 5.0, 0.60)  # ranks 1, 3, 2 -> mean 2
+    b = candidate(0.58, 2.0, 0.65)  # ranks 2, 1, 1 -> mean 1.33
+    c = candidate(0.50, 3.0, 0.50)  # ranks 3, 2, 3
+    assert best_candidate([a, b, c]) is b
+    tie_low, tie_high = candidate(0.5, 2.0, 0.6), candidate(0.6, 3.0, 0.6)  # mean ranks 1.5 and 1.5
+    assert best_candidate([tie_low, tie_high]) is tie_high
+
+
+@pytest.fixture(scope="module")
+def validation_cases(small_release: Path) -> list[CaseImages]:
+    return [load_case(files) for files in discover_cases(small_release)[:2]]
+
+
+def test_tta_needs_a_measured_gain(untrained_model_dir: Path, validation_cases) -> None:
+    config = ExperimentConfig.load(untrained_model_dir / CONFIG_FILENAME).with_overrides(
+        {"tuning.thresholds": (0.3, 0.5), "tuning.min_component_mm3": (0.0, 50.0), "tuning.tta_min_dice_gain": 2.0}
+    )
+    held_out = [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)]
+    result = tune(config, held_out, torch.device("cpu"), progress=False)
+    assert len(result.candidates) == 8 and sum(c.tta_flips for c in result.candidates) == 4
+    assert result.best_tta is not None and not result.chosen.tta_flips
+    assert result.chosen is result.best_plain
+    assert result.case_ids == [case.files.case_id for case in validation_cases]
+
+
+def test_tuning_can_be_limited_to_plain_prediction(untrained_model_dir: Path, validation_cases) -> None:
+    config = ExperimentConfig.load(untrained_model_dir / CONFIG_FILENAME).with_overrides(
+        {"tuning.thresholds": (0.5,), "tuning.min_component_mm3": (0.0,), "tuning.try_tta": False}
+    )
+    result = tune(config, [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)], torch.device("cpu"), False)
+    assert result.best_tta is None and len(result.candidates) == 1
+
+
+def test_chosen_setting_lands_in_config_json(tmp_path: Path) -> None:
+    tiny_config().save(tmp_path / CONFIG_FILENAME)
+    chosen = Candidate(threshold=0.3, min_component_mm3=25.0, tta_flips=True, dice=0.7, masd_mm=2.0, nsd=0.8)
+    from hieseg.tuning import TuningResult
+
+    result = TuningResult(chosen=chosen, best_plain=chosen, best_tta=chosen, candidates=[chosen], case_ids=["a"])
+    apply_tuning(tmp_path, result)
+    saved = ExperimentConfig.load(tmp_path / CONFIG_FILENAME).inference
+    assert (saved.threshold, saved.min_component_mm3, saved.tta_flips) == (0.3, 25.0, True)
+    assert json.loads((tmp_path / TUNING_JSON).read_text())["chosen"]["threshold"] == 0.3
