@@ -4,6 +4,7 @@ Usage::
 
     python -m hieseg.evaluate --pred <dir> --truth <dir> [--brain <dir>] [--out <dir>]
                               [--nsd-tolerance 2.0] [--allow-missing]
+                              [--ceiling-spacing X Y Z | --model <weights dir>]
 
 ``--truth`` is either a plain folder of masks (``<case>.mha`` or ``<case>_lesion.mha``) or
 a release root: when it holds ``3LABEL/``, the truth is ``3LABEL/<case>_lesion.mha`` and
@@ -16,6 +17,11 @@ burden group "unknown".
 Predictions are matched by case id: ``<pred>/<case>.mha`` or ``<pred>/<case>_lesion.mha``.
 Each must be a binary 0/1 mask on the truth's grid. A truth case without a prediction is
 an error unless ``--allow-missing``, which scores it as an empty prediction.
+
+``--ceiling-spacing`` (mm), or ``--model``, whose ``config.json`` gives
+``preprocess.target_spacing``, adds each case's resampling ceiling (:mod:`hieseg.ceiling`):
+the Dice its truth keeps after a round trip through that grid, the best a model predicting
+there can reach. It becomes the ``ceiling_dice`` column and is summarized beside the scores.
 
 Writes ``per_case.csv``, ``summary.json`` and ``summary.md`` to ``--out`` (default
 ``<pred>/evaluation``). Any problem with the inputs is reported as one line on stderr,
@@ -37,13 +43,16 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from hieseg.ceiling import resampling_ceiling
 from hieseg.cli_common import run_reporting_errors
+from hieseg.config import CONFIG_FILENAME, ExperimentConfig
 from hieseg.image_io import check_same_geometry, read_image, require_binary, to_xyz_array
 from hieseg.layout import ADC_DIR, ADC_SUFFIX, LABEL_DIR, LABEL_SUFFIX, adc_path, label_path
 from hieseg.metrics import (
+    CEILING_METRIC,
     DEFAULT_NSD_TOLERANCE_MM,
-    SUMMARY_METRICS,
     CaseMetrics,
+    checked_spacing,
     score_case,
     summarize,
 )
@@ -53,7 +62,7 @@ DEFAULT_OUT_SUBDIR = "evaluation"
 PER_CASE_CSV = "per_case.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-METRIC_TITLES = {"dice": "Dice", "masd_mm": "MASD (mm)", "nsd": "NSD"}
+METRIC_TITLES = {"dice": "Dice", "masd_mm": "MASD (mm)", "nsd": "NSD", CEILING_METRIC: "ceiling Dice"}
 
 
 class EvaluationError(ValueError):
@@ -77,13 +86,17 @@ def evaluate_folders(
     *,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     allow_missing: bool = False,
+    ceiling_spacing: tuple[float, float, float] | None = None,
     progress: bool = True,
 ) -> list[CaseMetrics]:
-    """Score every truth case against its prediction, in case-id order."""
+    """Score every truth case against its prediction, in case-id order.
+
+    With ``ceiling_spacing`` (mm), each row also carries the truth's resampling ceiling on that grid.
+    """
     brain_dir = None if brain_dir is None else Path(brain_dir)
     sources = find_cases(Path(pred_dir), Path(truth_dir), brain_dir, allow_missing)
     return [
-        score_sources(case, nsd_tolerance_mm)
+        score_sources(case, nsd_tolerance_mm, ceiling_spacing)
         for case in tqdm(sources, desc="scoring", unit="case", disable=None if progress else True)
     ]
 
@@ -116,8 +129,12 @@ def find_cases(
     return cases
 
 
-def score_sources(case: CaseSources, nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM) -> CaseMetrics:
-    """Read one case's files, check they share the truth's grid, and score it."""
+def score_sources(
+    case: CaseSources,
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+    ceiling_spacing: tuple[float, float, float] | None = None,
+) -> CaseMetrics:
+    """Read one case's files, check they share the truth's grid, and score it (with its ceiling if asked)."""
     truth_image = read_image(case.truth)
     truth = _binary_mask(truth_image, case.truth)
     if case.pred is None:
@@ -131,7 +148,7 @@ def score_sources(case: CaseSources, nsd_tolerance_mm: float = DEFAULT_NSD_TOLER
         brain_image = read_image(case.brain)
         check_same_geometry(truth_image, case.truth, brain_image, case.brain)
         brain = to_xyz_array(brain_image) > 0
-    return score_case(
+    metrics = score_case(
         pred,
         truth,
         tuple(truth_image.GetSpacing()),
@@ -139,6 +156,14 @@ def score_sources(case: CaseSources, nsd_tolerance_mm: float = DEFAULT_NSD_TOLER
         nsd_tolerance_mm=nsd_tolerance_mm,
         case_id=case.case_id,
     )
+    if ceiling_spacing is not None:
+        metrics.ceiling_dice = resampling_ceiling(truth_image, ceiling_spacing)
+    return metrics
+
+
+def model_target_spacing(model_dir: Path) -> tuple[float, float, float]:
+    """The network grid (mm) of a weights folder, from its config.json."""
+    return ExperimentConfig.load(Path(model_dir) / CONFIG_FILENAME).preprocess.target_spacing
 
 
 def write_reports(
@@ -147,14 +172,17 @@ def write_reports(
     """Write per_case.csv, summary.json and summary.md.
 
     ``settings`` (e.g. the NSD tolerance) is recorded in both summaries, so a report says
-    how it was made.
+    how it was made. The ``ceiling_dice`` column is written only when some row has a ceiling.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
     summary = {"settings": settings, **summarize(rows)}
+    fields = [field.name for field in dataclasses.fields(CaseMetrics)]
+    if all(row.ceiling_dice is None for row in rows):
+        fields.remove(CEILING_METRIC)
     with open(out_dir / PER_CASE_CSV, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[field.name for field in dataclasses.fields(CaseMetrics)])
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(dataclasses.asdict(row) for row in rows)
     (out_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
@@ -162,9 +190,10 @@ def write_reports(
 
 
 def render_markdown(summary: Mapping) -> str:
-    """Markdown report: mean ± std and median of each metric, overall and per burden group."""
+    """Markdown report: mean ± std and median of each metric (and the ceiling, if any), overall and per group."""
+    metrics = [name for name in METRIC_TITLES if name in summary["overall"]]
     header = ["group", "n"]
-    for name in SUMMARY_METRICS:
+    for name in metrics:
         header += [f"{METRIC_TITLES[name]} mean ± std", f"{METRIC_TITLES[name]} median"]
     lines = [
         "# Evaluation summary",
@@ -175,23 +204,27 @@ def render_markdown(summary: Mapping) -> str:
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
-        _markdown_row("all", summary["overall"]),
+        _markdown_row("all", summary["overall"], metrics),
     ]
-    lines += [_markdown_row(group, stats) for group, stats in summary["by_burden"].items()]
+    lines += [_markdown_row(group, stats, metrics) for group, stats in summary["by_burden"].items()]
     lines += [
         "",
         "std is the population standard deviation. Burden group: truth lesion volume / brain volume (ADC > 0); "
         "'unknown' when no brain image was given.",
         f"{summary['n_one_empty']} case(s) had exactly one empty mask and were scored Dice 0, NSD 0, "
         "MASD = the image diagonal in mm; cases with both masks empty score Dice 1, NSD 1, MASD 0.",
-        "",
     ]
-    return "\n".join(lines)
+    if CEILING_METRIC in metrics:
+        lines.append(
+            "ceiling Dice: the truth's own Dice after a round trip through the network grid "
+            "(resampled there and back as the predictor does), the best any model on that grid can reach."
+        )
+    return "\n".join(lines + [""])
 
 
-def _markdown_row(group: str, stats: Mapping) -> str:
+def _markdown_row(group: str, stats: Mapping, metrics: Sequence[str]) -> str:
     cells = [group, str(stats["n"])]
-    for name in SUMMARY_METRICS:
+    for name in metrics:
         values = stats[name]
         if values is None:
             cells += ["–", "–"]
@@ -261,6 +294,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-missing", action="store_true", help="score a missing prediction as an empty mask"
     )
+    ceiling = parser.add_mutually_exclusive_group()
+    ceiling.add_argument(
+        "--ceiling-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+        help="add each case's resampling ceiling (best reachable Dice) on a grid of this spacing in mm",
+    )
+    ceiling.add_argument(
+        "--model", type=Path, help="weights folder whose config.json gives the ceiling's spacing"
+    )
     return parser.parse_args(argv)
 
 
@@ -271,18 +312,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
+    ceiling_spacing = model_target_spacing(args.model) if args.model is not None else args.ceiling_spacing
+    if ceiling_spacing is not None:
+        ceiling_spacing = checked_spacing(ceiling_spacing)
     rows = evaluate_folders(
         args.pred,
         args.truth,
         args.brain,
         nsd_tolerance_mm=args.nsd_tolerance,
         allow_missing=args.allow_missing,
+        ceiling_spacing=ceiling_spacing,
     )
-    write_reports(rows, out_dir, settings={"nsd_tolerance_mm": args.nsd_tolerance})
+    settings: dict[str, object] = {"nsd_tolerance_mm": args.nsd_tolerance}
+    if ceiling_spacing is not None:
+        settings["ceiling_spacing_mm"] = list(ceiling_spacing)
+    write_reports(rows, out_dir, settings=settings)
     overall = summarize(rows)["overall"]
+    ceiling = f", ceiling Dice {overall[CEILING_METRIC]['mean']:.3f}" if CEILING_METRIC in overall else ""
     print(
         f"{len(rows)} case(s): Dice {overall['dice']['mean']:.3f}, MASD {overall['masd_mm']['mean']:.2f} mm, "
-        f"NSD {overall['nsd']['mean']:.3f}; reports in {out_dir}"
+        f"NSD {overall['nsd']['mean']:.3f}{ceiling}; reports in {out_dir}"
     )
     return 0
 

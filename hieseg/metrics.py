@@ -41,6 +41,10 @@ spacings differ, MASD and NSD therefore differ from the leaderboard's.
 Burden: lesion fraction = truth lesion volume / brain volume, with the brain taken as the
 voxels > 0 of the skull-stripped ADC image; groups "<1%", "1-5%" (both ends included),
 ">5%", or "unknown" when no brain mask was given.
+
+A case may also carry its resampling ceiling (:mod:`hieseg.ceiling`): the Dice the truth
+itself keeps after a round trip through a network grid, the best any model predicting on
+that grid can reach. It is not a score of the prediction and is left ``None`` unless asked for.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ BURDEN_GROUPS = ("<1%", "1-5%", ">5%")
 UNKNOWN_GROUP = "unknown"
 """Burden group of a case whose brain volume is not known."""
 SUMMARY_METRICS = ("dice", "masd_mm", "nsd")
+CEILING_METRIC = "ceiling_dice"
+"""Summarized beside SUMMARY_METRICS when every case carries it."""
 MM3_PER_ML = 1000.0
 
 
@@ -79,6 +85,8 @@ class CaseMetrics:
     brain_ml: float
     burden_fraction: float
     burden_group: str
+    ceiling_dice: float | None = None
+    """Resampling ceiling of the truth on the model's grid (:mod:`hieseg.ceiling`), when computed."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ def score_case(
     truth = _as_mask(truth, "truth")
     if pred.shape != truth.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
-    spacing = _checked_spacing(spacing)
+    spacing = checked_spacing(spacing)
     if not (math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0):
         raise ValueError(f"NSD tolerance must be a finite number >= 0 mm, got {nsd_tolerance_mm}")
     masd_mm, nsd = surface_scores(pred, truth, spacing, nsd_tolerance_mm)
@@ -204,22 +212,43 @@ def summarize(rows: list[CaseMetrics]) -> dict:
 
     The three burden groups are always listed (statistics ``None`` when a group has no
     case); "unknown" is listed only when some case has it. ``n_one_empty`` counts the cases
-    scored by the one-empty-mask rule, whose MASD is the capped value.
+    scored by the one-empty-mask rule, whose MASD is the capped value. The resampling
+    ceiling is summarized too (key ``ceiling_dice``) when every case carries one.
     """
     groups = list(BURDEN_GROUPS)
     if any(row.burden_group == UNKNOWN_GROUP for row in rows):
         groups.append(UNKNOWN_GROUP)
+    metrics = summary_metrics(rows)
     return {
         "n_cases": len(rows),
         "n_one_empty": sum(1 for row in rows if (row.truth_ml == 0) != (row.pred_ml == 0)),
-        "overall": _group_statistics(rows),
-        "by_burden": {group: _group_statistics([r for r in rows if r.burden_group == group]) for group in groups},
+        "overall": _group_statistics(rows, metrics),
+        "by_burden": {
+            group: _group_statistics([r for r in rows if r.burden_group == group], metrics) for group in groups
+        },
     }
 
 
-def _group_statistics(rows: list[CaseMetrics]) -> dict:
+def official_mean_masd(rows: list[CaseMetrics]) -> dict:
+    """Mean MASD the official script's way: over the cases whose masks are both non-empty, with their count.
+
+    The official script's MASD is NaN when either mask is empty, and its mean skips NaN, so an
+    empty prediction drops out of its average instead of counting against it. ``mean`` is
+    ``None`` when no case has two non-empty masks.
+    """
+    values = [row.masd_mm for row in rows if row.truth_ml > 0 and row.pred_ml > 0]
+    return {"mean": float(np.mean(values)) if values else None, "n": len(values)}
+
+
+def summary_metrics(rows: list[CaseMetrics]) -> tuple[str, ...]:
+    """The metrics :func:`summarize` reports for these rows: SUMMARY_METRICS, plus the ceiling if all have one."""
+    has_ceiling = bool(rows) and all(row.ceiling_dice is not None for row in rows)
+    return SUMMARY_METRICS + ((CEILING_METRIC,) if has_ceiling else ())
+
+
+def _group_statistics(rows: list[CaseMetrics], metrics: tuple[str, ...]) -> dict:
     statistics: dict = {"n": len(rows)}
-    for name in SUMMARY_METRICS:
+    for name in metrics:
         values = np.array([getattr(row, name) for row in rows], dtype=np.float64)
         statistics[name] = (
             {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values))}
@@ -249,7 +278,8 @@ def _brain_voxels(brain: np.ndarray | None, shape: tuple[int, ...]) -> int | Non
     return int(brain.sum())
 
 
-def _checked_spacing(spacing: tuple[float, ...]) -> tuple[float, float, float]:
+def checked_spacing(spacing: tuple[float, ...]) -> tuple[float, float, float]:
+    """The spacing as three floats, or ValueError unless they are three positive finite numbers."""
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"spacing must be three positive finite numbers (mm), got {spacing}")

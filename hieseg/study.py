@@ -12,7 +12,9 @@ folds are computed once by :func:`hieseg.splits.stratified_folds` over the lesio
 and each run is given its fold's case ids explicitly, so the case it is scored on is
 exactly the case it never trained on. The best weights by validation Dice then predict
 the held-out fold on the native grid, and the masks are scored with the challenge metrics
-in mm (:func:`hieseg.metrics.score_case`, brain = ADC > 0).
+in mm (:func:`hieseg.metrics.score_case`, brain = ADC > 0). Each case also gets its
+resampling ceiling on the study's grid (:mod:`hieseg.ceiling`), the best Dice any loss
+could reach there, reported beside the losses' scores.
 
 Layout of ``--out``::
 
@@ -40,7 +42,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,7 @@ from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
 from hieseg import training
+from hieseg.ceiling import resampling_ceiling
 from hieseg.cli_common import build_config, configure_logging, parse_overrides, run_reporting_errors
 from hieseg.config import ExperimentConfig
 from hieseg.evaluate import METRIC_TITLES
@@ -59,6 +62,7 @@ from hieseg.layout import CaseFiles, discover_cases, load_case
 from hieseg.losses import LOSS_NAMES
 from hieseg.metrics import (
     BURDEN_GROUPS,
+    CEILING_METRIC,
     DEFAULT_NSD_TOLERANCE_MM,
     SUMMARY_METRICS,
     CaseMetrics,
@@ -89,6 +93,8 @@ GROUP_SLUGS = {"<1%": "lt1pct", "1-5%": "1to5pct", ">5%": "gt5pct"}
 """Burden groups as they appear in summary.csv column names."""
 ROW_FIELDS = ("loss", "fold", *(f.name for f in dataclasses.fields(CaseMetrics)))
 TEXT_FIELDS = {"loss", "case_id", "burden_group"}
+OPTIONAL_FIELDS = {f.name for f in dataclasses.fields(CaseMetrics) if f.default is None}
+"""Per-case fields that may be blank (not computed) or absent (a scores.csv written before they existed)."""
 PANEL_INCHES = 4.0
 DPI = 110
 
@@ -116,7 +122,11 @@ class StudyRow:
 
     @classmethod
     def from_record(cls, record: Mapping[str, str]) -> StudyRow:
-        values = {key: record[key] if key in TEXT_FIELDS else float(record[key]) for key in ROW_FIELDS}
+        values: dict[str, object] = {
+            key: record[key] if key in TEXT_FIELDS else float(record[key])
+            for key in ROW_FIELDS
+            if key not in OPTIONAL_FIELDS or record.get(key)
+        }
         loss, fold = values.pop("loss"), int(values.pop("fold"))
         return cls(loss=str(loss), fold=fold, metrics=CaseMetrics(**values))
 
@@ -270,7 +280,10 @@ def run_job(study: Study, loss: str, fold: int, held_out: list[CaseFiles]) -> li
 
 
 def predict_and_score(study: Study, loss: str, run_dir: Path, held_out: list[CaseFiles]) -> list[CaseMetrics]:
-    """Masks of the held-out cases from the run's best weights, written and scored on the native grid."""
+    """Masks of the held-out cases from the run's best weights, written and scored on the native grid.
+
+    Each score carries the case's resampling ceiling on the weights' grid.
+    """
     device = select_device(study.device)
     bundle = load_bundle(run_dir, device)
     predictor = Predictor.from_bundle(bundle, device)
@@ -279,14 +292,16 @@ def predict_and_score(study: Study, loss: str, run_dir: Path, held_out: list[Cas
         case = load_case(files)
         mask = predictor.mask_image(case)
         write_image_atomic(mask, study.prediction_path(loss, files.case_id))
-        scores.append(score_case(
+        metrics = score_case(
             to_xyz_array(mask, np.uint8),
             to_xyz_array(case.label, np.uint8),
             case.adc.GetSpacing(),
             brain=to_xyz_array(case.adc) > 0,
             nsd_tolerance_mm=study.nsd_tolerance_mm,
             case_id=files.case_id,
-        ))
+        )
+        metrics.ceiling_dice = resampling_ceiling(case.label, bundle.config.preprocess.target_spacing)
+        scores.append(metrics)
     return scores
 
 
@@ -311,6 +326,7 @@ def describe(study: Study, n_cases: int) -> dict[str, object]:
         "seed": train.seed,
         "epochs": train.epochs,
         "steps_per_epoch": train.steps_per_epoch or "one pass",
+        "target_spacing_mm": list(study.config.preprocess.target_spacing),
         "nsd_tolerance_mm": study.nsd_tolerance_mm,
     }
 
@@ -338,22 +354,32 @@ def summarize_by_loss(rows: Sequence[StudyRow]) -> dict[str, dict]:
 
 
 def summary_records(summaries: Mapping[str, Mapping]) -> list[dict[str, object]]:
-    """One flat summary.csv row per loss: n, mean and std of each metric, overall then per burden group."""
+    """One flat summary.csv row per loss: n, mean and std of each metric, overall then per burden group.
+
+    The ceiling's columns are there when some loss has ceilings, blank for a loss without them.
+    """
+    metrics = reported_metrics(summary["overall"] for summary in summaries.values())
     records = []
     for loss, summary in summaries.items():
         record: dict[str, object] = {
-            "loss": loss, **_flat_statistics("", summary["overall"]), "n_one_empty": summary["n_one_empty"]
+            "loss": loss, **_flat_statistics("", summary["overall"], metrics), "n_one_empty": summary["n_one_empty"]
         }
         for group in BURDEN_GROUPS:
-            record.update(_flat_statistics(f"{GROUP_SLUGS[group]}_", summary["by_burden"][group]))
+            record.update(_flat_statistics(f"{GROUP_SLUGS[group]}_", summary["by_burden"][group], metrics))
         records.append(record)
     return records
 
 
-def _flat_statistics(prefix: str, statistics: Mapping) -> dict[str, object]:
+def reported_metrics(statistics: Iterable[Mapping]) -> tuple[str, ...]:
+    """SUMMARY_METRICS, plus the resampling ceiling when any of these statistics has it."""
+    has_ceiling = any(CEILING_METRIC in entry for entry in statistics)
+    return SUMMARY_METRICS + ((CEILING_METRIC,) if has_ceiling else ())
+
+
+def _flat_statistics(prefix: str, statistics: Mapping, metrics: Sequence[str]) -> dict[str, object]:
     record: dict[str, object] = {f"{prefix}n": statistics["n"]}
-    for metric in SUMMARY_METRICS:
-        values = statistics[metric]
+    for metric in metrics:
+        values = statistics.get(metric)
         record[f"{prefix}{metric}_mean"] = "" if values is None else values["mean"]
         record[f"{prefix}{metric}_std"] = "" if values is None else values["std"]
     return record
@@ -388,6 +414,12 @@ def render_markdown(summaries: Mapping[str, Mapping], settings: Mapping[str, obj
         "Cases with exactly one empty mask, scored Dice 0, NSD 0 and MASD = the image diagonal: "
         + ", ".join(f"{loss} {summary['n_one_empty']}" for loss, summary in summaries.items()) + ".",
     ]
+    if CEILING_METRIC in reported_metrics(summary["overall"] for summary in summaries.values()):
+        lines += [
+            "",
+            "ceiling Dice: each case's truth after a round trip through the study's grid (resampled there and "
+            "back as the predictor does), the best Dice any loss could reach; it does not depend on the loss.",
+        ]
     for group in BURDEN_GROUPS:
         lines += [
             "",
@@ -400,12 +432,13 @@ def render_markdown(summaries: Mapping[str, Mapping], settings: Mapping[str, obj
 
 def _markdown_table(statistics_by_loss: Mapping[str, Mapping]) -> list[str]:
     best = best_losses(statistics_by_loss)
-    header = ["loss", "n", *(METRIC_TITLES[metric] for metric in SUMMARY_METRICS)]
+    metrics = reported_metrics(statistics_by_loss.values())
+    header = ["loss", "n", *(METRIC_TITLES[metric] for metric in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for loss, statistics in statistics_by_loss.items():
         cells = [loss, str(statistics["n"])]
-        for metric in SUMMARY_METRICS:
-            values = statistics[metric]
+        for metric in metrics:
+            values = statistics.get(metric)
             cell = "–" if values is None else f"{values['mean']:.3f} ± {values['std']:.3f}"
             cells.append(f"**{cell}**" if loss in best.get(metric, set()) else cell)
         lines.append("| " + " | ".join(cells) + " |")

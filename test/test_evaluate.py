@@ -163,3 +163,49 @@ def test_brain_folder_gives_the_burden_for_a_plain_truth_folder(release: tuple[P
     rows = evaluate_folders(pred_dir, root / "3LABEL", brain_dir=root / "1ADC_ss", progress=False)
     assert [row.burden_group for row in rows] == ["<1%", "1-5%", ">5%", "<1%"]
     assert rows[2].burden_fraction == pytest.approx(400 / BRAIN_VOXELS)
+
+
+def test_ceiling_spacing_adds_the_ceiling_column_and_its_summary(release: tuple[Path, Path], tmp_path: Path) -> None:
+    root, pred_dir = release
+    plain, native, coarse = tmp_path / "plain", tmp_path / "native", tmp_path / "coarse"
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(plain)]) == 0
+    assert "ceiling_dice" not in (plain / "per_case.csv").read_text()
+    assert "ceiling" not in (plain / "summary.md").read_text()
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(native),
+                 "--ceiling-spacing", *map(str, SPACING)]) == 0
+    with open(native / "per_case.csv", newline="") as handle:
+        assert [float(row["ceiling_dice"]) for row in csv.DictReader(handle)] == pytest.approx([1.0] * 4)
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(coarse),
+                 "--ceiling-spacing", "2", "2", "6"]) == 0
+    with open(coarse / "per_case.csv", newline="") as handle:
+        ceilings = {row["case_id"]: float(row["ceiling_dice"]) for row in csv.DictReader(handle)}
+    # A one-slice plate does not come back intact from 6 mm slices; the empty case keeps its ceiling of 1.
+    assert ceilings["case02"] < 0.9 and ceilings["case04"] == 1.0
+    summary = json.loads((coarse / "summary.json").read_text())
+    assert summary["settings"]["ceiling_spacing_mm"] == [2.0, 2.0, 6.0]
+    assert summary["overall"]["ceiling_dice"]["mean"] == pytest.approx(np.mean(list(ceilings.values())))
+    assert summary["by_burden"]["1-5%"]["ceiling_dice"]["mean"] == pytest.approx(ceilings["case02"])
+    assert "ceiling Dice mean ± std" in (coarse / "summary.md").read_text()
+
+
+def test_model_gives_the_ceiling_spacing_from_its_config(
+    release: tuple[Path, Path], tmp_path: Path, untrained_model_dir: Path
+) -> None:
+    root, pred_dir = release
+    by_model, by_spacing = tmp_path / "by_model", tmp_path / "by_spacing"
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(by_model),
+                 "--model", str(untrained_model_dir)]) == 0
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(by_spacing),
+                 "--ceiling-spacing", "2", "2", "4"]) == 0  # the tiny test configuration's target spacing
+    assert (by_model / "per_case.csv").read_text() == (by_spacing / "per_case.csv").read_text()
+
+
+def test_a_model_without_config_is_reported_in_one_line(release: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    root, pred_dir = release
+    argv = ["--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "report")]
+    assert main([*argv, "--model", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert str(tmp_path / "nowhere" / "config.json") in error and len(error.strip().splitlines()) == 1
+    assert main([*argv, "--ceiling-spacing", "2", "-1", "4"]) == 2
+    assert "spacing" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()

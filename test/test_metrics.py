@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,10 +14,12 @@ from scipy import ndimage
 
 from hieseg.metrics import (
     BURDEN_GROUPS,
+    CEILING_METRIC,
     UNKNOWN_GROUP,
     CaseMetrics,
     burden_group,
     distance_cap_mm,
+    official_mean_masd,
     score_case,
     summarize,
 )
@@ -316,3 +319,25 @@ def test_summarize_lists_unknown_only_when_present() -> None:
     summary = summarize([row("a", 0.5, 1.0, 0.5, UNKNOWN_GROUP)])
     assert summary["by_burden"][UNKNOWN_GROUP]["n"] == 1
     assert summary["by_burden"]["<1%"]["n"] == 0
+
+
+def test_summarize_reports_the_ceiling_only_when_every_case_has_one() -> None:
+    rows = [row("a", 0.2, 4.0, 0.3, "<1%"), row("b", 0.6, 2.0, 0.7, ">5%")]
+    assert CEILING_METRIC not in summarize(rows)["overall"]
+    with_ceiling = [dataclasses.replace(r, ceiling_dice=c) for r, c in zip(rows, (0.8, 1.0))]
+    summary = summarize(with_ceiling)
+    assert summary["overall"][CEILING_METRIC]["mean"] == pytest.approx(0.9)
+    assert summary["by_burden"]["<1%"][CEILING_METRIC]["mean"] == pytest.approx(0.8)
+    assert summary["by_burden"]["1-5%"][CEILING_METRIC] is None
+    assert CEILING_METRIC not in summarize([with_ceiling[0], rows[1]])["overall"]
+
+
+def test_official_mean_masd_skips_cases_with_an_empty_mask() -> None:
+    rows = [
+        row("a", 0.5, 2.0, 0.5, "<1%"),
+        row("b", 0.7, 4.0, 0.5, "<1%"),
+        row("c", 0.0, 300.0, 0.0, "<1%", pred_ml=0.0),
+        dataclasses.replace(row("d", 1.0, 0.0, 1.0, "<1%", pred_ml=0.0), truth_ml=0.0),
+    ]
+    assert official_mean_masd(rows) == {"mean": pytest.approx(3.0), "n": 2}
+    assert official_mean_masd(rows[2:]) == {"mean": None, "n": 0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -76,6 +77,35 @@ def test_rows_round_trip_through_csv(tmp_path: Path) -> None:
     path = tmp_path / "scores.csv"
     study.write_rows(path, HAND_ROWS)
     assert study.read_rows(path) == HAND_ROWS
+    with_ceiling = [with_ceilings(r, 0.9) for r in HAND_ROWS]
+    study.write_rows(path, with_ceiling)
+    assert study.read_rows(path) == with_ceiling
+
+
+def with_ceilings(study_row: study.StudyRow, ceiling: float) -> study.StudyRow:
+    return dataclasses.replace(study_row, metrics=dataclasses.replace(study_row.metrics, ceiling_dice=ceiling))
+
+
+def test_scores_written_before_the_ceiling_existed_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "scores.csv"
+    study.write_rows(path, HAND_ROWS[:1])
+    header, values = path.read_text().splitlines()
+    legacy = {key: value for key, value in zip(header.split(","), values.split(",")) if key != "ceiling_dice"}
+    assert study.StudyRow.from_record(legacy) == HAND_ROWS[0]
+
+
+def test_the_ceiling_is_reported_beside_each_loss() -> None:
+    rows = [with_ceilings(r, ceiling) for r, ceiling in zip(HAND_ROWS, (0.9, 0.7, 0.8) * 2)]
+    summaries = study.summarize_by_loss(rows)
+    markdown = study.render_markdown(summaries, {"folds": 2})
+    overall = markdown.split("## All cases")[1].split("##")[0]
+    assert "| loss | n | Dice | MASD (mm) | NSD | ceiling Dice |" in overall
+    assert "| dice | 3 | **0.700 ± 0.082** | 5.000 ± 0.816 | **0.800 ± 0.082** | 0.800 ± 0.082 |" in overall
+    assert "| dice | 2 | **0.650 ± 0.050** | 5.500 ± 0.500 | **0.750 ± 0.050** | 0.750 ± 0.050 |" in markdown
+    assert "| dice | 0 | – | – | – | – |" in markdown
+    records = {r["loss"]: r for r in study.summary_records(summaries)}
+    assert records["tversky"]["lt1pct_ceiling_dice_mean"] == pytest.approx(0.9)
+    assert records["tversky"]["gt5pct_ceiling_dice_mean"] == ""
 
 
 def test_parse_losses() -> None:
@@ -159,6 +189,8 @@ def test_tiny_study_end_to_end_and_resume_does_no_training(
         assert all(math.isfinite(value) for value in values)
     markdown = (out / "results.md").read_text()
     assert all(f"| {loss} | 8 |" in markdown for loss in STUDY_LOSSES)
+    assert "ceiling Dice" in markdown
+    assert all(0.0 < float(r["ceiling_dice"]) <= 1.0 for r in results)
     for name in ("boxplots.png", "validation_curves.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
