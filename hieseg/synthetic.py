@@ -2,13 +2,55 @@
 
 Real BONBID-HIE data cannot be shipped with the project, so tests, demos, the demo model's
 training and benchmarks use volumes drawn by this module. Every case is a pure function of
-its seed, and the anatomy, the lesions and the acquisition are drawn from separate random
-streams: asking for the same seed with another ``lesion_burden`` gives the same brain with
-other lesions, which lets a test compare a lesioned brain with its healthy twin.
+its seed and its realism profile, and the anatomy, the lesions and the acquisition are drawn
+from separate random streams: asking for the same seed with another ``lesion_burden`` gives
+the same brain with other lesions, which lets a test compare a lesioned brain with its
+healthy twin. Each realism effect has a stream of its own too, so a case of any profile has
+the grid and draws the cerebrum of its "basic" twin of the same seed (before effects that
+move, cut or extend it).
+
+Profiles
+--------
+``make_case(..., profile=...)`` and ``write_release(..., profile=...)`` default to
+``"basic"``, the easy cases below, reproduced bit for bit; the command line defaults to
+``"randomised"``, the training profile. The effects, their per-case probabilities and ranges
+live in :mod:`hieseg.synthetic_effects` (one :class:`~hieseg.synthetic_effects.RealismProfile`
+per profile; ``RANDOMISED.only("faint")`` etc. switch on one effect alone):
+
+==============  ==========================================  ==============================================
+effect          randomised (training)                       shifted (out-of-distribution test)
+==============  ==========================================  ==============================================
+lesion-free     p 0.10: empty label                         p 0.15
+normative       p 1: atlas misregistered by a 0.5-2 mm      p 1: shift 2.25-2.75 mm, warp 1.1-1.4 mm,
+                shift + 0.3-1 mm smooth warp, regional      bias 0.85-1.0 z, offset +/-0.55-0.65 z,
+                bias 0.3-0.8 z (~40 mm), offset +/-0-0.5    std x 0.72-0.78 or 1.28-1.38
+                z, std x 0.8-1.25
+hindbrain       p 0.85: cerebellum x 0.9-1.1 of 25x18x13    p 1: cerebellum x 0.75-0.85 or 1.15-1.25,
+                mm semi-axes, ADC 1100-1300, folia          brainstem radius 5.5-6.5 or 10.5-11.5 mm
+                texture 5-12 %; brainstem radius 7-10 mm,
+                ADC 1000-1200
+myelination     p 0.7: internal capsule (+ corticospinal    same
+                band p 0.5) ADC 900-1150, atlas set so it
+                reads z -1.25..-3 before blur (~-1..-2.5)
+faint lesions   p 0.3: every blob's ADC set to read a       p 0.4
+                target z in -3..-1.5
+susceptibility  p 0.5: 1-3 blobs of 5-20 mm, ADC 300-800,   same
+                at the inferior frontal/temporal surface
+blood products  never                                       p 0.5: 1-6 blobs of 2-6 mm, ADC 200-600,
+                                                            anywhere in the parenchyma
+site            p 1: ADC scale 0.93-1.07, Rician noise      p 1: scale 0.89-0.92 or 1.08-1.11, noise
+                3-9 %, in-plane blur sigma 0.5-0.9 mm       9.5-12 %, blur sigma 1.0-1.5 mm
+leftover rim    p 0.2: 1-4 mm shell over a 30-70 degree     same
+                sector outside the brain, ADC 600-2000
+cut brain       p 0.1: 5-15 mm cap off the top or front     same
+motion          p 0.3: slices scaled 1 +/- 3-8 %, odd       same
+                slices shifted in-plane by 0.5-2 mm
+ghosting        never                                       p 0.4: N/2 ghost, 3-10 % of the head signal
+==============  ==========================================  ==============================================
 
 What is modelled / what is not
 ------------------------------
-Modelled:
+Modelled in every profile (the "basic" case):
 
 * Grids like the release's: in-plane 128..256 voxels (x == y), 16..64 slices, in-plane
   spacing giving a 180-240 mm field of view, slices 2-6 mm thick (thicker when fewer, so the
@@ -25,26 +67,48 @@ Modelled:
   watershed, basal-ganglia/thalamus or mixed pattern, never in CSF nor outside the brain.
   Their total volume hits the requested fraction of brain volume to the voxel. Default
   burdens follow the release's skew: 60 % log-uniform in [0.05 %, 1 %], 40 % log-uniform in
-  [1 %, 30 %]. Default draws always have a lesion; a lesion-free case needs an explicit
-  ``lesion_burden=0``.
+  [1 %, 30 %]. In "basic", default draws always have a lesion and a lesion-free case needs an
+  explicit ``lesion_burden=0``.
 * Acquisition: partial-volume blur (Gaussian of about a voxel's width per axis, hence much
   wider in mm along z), a mild multiplicative bias field and Rician noise whose sigma is
   3-7 % of the local ADC (high-ADC CSF comes from low DWI signal, so it is noisier). ADC is
-  float32 in 10^-6 mm^2/s, >= 0 inside the brain and exactly 0 outside.
-* Z_ADC: (ADC - normative mean) / normative std, where the normative maps are the same
-  brain's lesion-free tissue means and per-tissue std, blurred like the acquisition and by
-  the 2 mm kernel; the z map is then smoothed by a 2 mm FWHM Gaussian within the brain and
-  clipped to [-10, 10], as the release's ``ADC_smooth2mm_clipped10`` maps. Lesions read about
-  -3 to -8, white and deep grey matter about 0 +/- 0.7, and 0 outside the brain; the thin
-  cortex and CSF rim read about -1 and +0.6, because the normative map is smoother than the
-  image, like the boundary bias of a real atlas-based map.
+  float32 in 10^-6 mm^2/s, >= 0 inside the brain and exactly 0 outside; the brain is ADC > 0.
+* Z_ADC: (ADC - normative mean) / normative std, blurred like the acquisition and by the
+  2 mm kernel; the z map is then smoothed by a 2 mm FWHM Gaussian within the brain and
+  clipped to [-10, 10], as the release's ``ADC_smooth2mm_clipped10`` maps, and is 0 outside
+  the brain. In "basic" the normative maps are the same brain's lesion-free tissue means and
+  per-tissue std: lesions read about -3 to -8, white and deep grey matter about 0 +/- 0.7,
+  the thin cortex and CSF rim about -1 and +0.6 (the normative map is smoother than the
+  image), and nothing else is dark.
 
-Not modelled: the skull and scalp (cases are skull-stripped), cerebellum, brainstem and
-temporal-lobe shape, myelination gradients (e.g. the lower-ADC internal capsule), DWI
-artefacts (eddy currents, susceptibility, motion, ghosting), registration errors of a real
-atlas-based Z map, pseudo-normalisation of late scans, and the scanner and site mix of the
-real release. The lesion shapes are plausible, not traced from patients: a model trained
-only on these cases learns the contrast, not real HIE morphology.
+Added by the "randomised" and "shifted" profiles (table above):
+
+* An imperfect normative model: the atlas's tissue map is misregistered (z errors of about 1
+  on average at tissue edges, up to +/-5 where CSF meets cortex; the atlas std is widened
+  there by a 0.5 mm registration spread),
+  with a smooth regional bias, a global offset and a std scale error; it knows neither the
+  site's ADC scale nor the cerebellar folia, and only partly the myelinated internal capsule.
+* Cerebellum (with CSF envelope and folia texture) and brainstem (tube from below the
+  thalami, wider at the pons, clipped where the field of view ends), never lesioned.
+* Low-ADC confounders that are never labelled: skull-base susceptibility blobs and, in
+  "shifted" only, blood products; a lower-ADC internal capsule and corticospinal band (a
+  lesion blob may spread into the capsule, never start there).
+* Faint, pseudo-normalised lesions (z -1.5..-3); lesion-free cases with an empty label.
+* Site: ADC scale, noise level and in-plane resolution.
+* Imperfect skull stripping: a leftover shell of non-brain tissue (``TissueClass.NON_BRAIN``;
+  ADC > 0 so it is brain for the pipeline, and its Z is strongly negative because the atlas
+  reads CSF there), or a cap cut off (ADC, Z and label 0 there).
+* Motion between interleaved slices (their anatomy, mask and label move, the atlas does not;
+  per-slice intensity) and, in "shifted" only, an antero-posterior N/2 ghost of the head's
+  signal (it reaches the brain only where the head is longer than half the field of view:
+  the frontal and occipital poles, in some cases not at all).
+
+Not modelled: the skull, scalp and face (except as the leftover rim and the ghost's source),
+temporal-lobe shape, the fourth ventricle and cisterns, eddy-current distortion, susceptibility
+distortion (only its signal loss), intensity differences between the b0 and DWI ghosts, and
+the real release's exact scanner and site mix. The lesion shapes are plausible, not traced
+from patients, and their ADC ignores the scan's age: a model trained only on these cases
+learns the contrast, not real HIE morphology.
 """
 
 from __future__ import annotations
@@ -54,7 +118,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
@@ -63,8 +127,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
+from hieseg import synthetic_effects as fx
 from hieseg.image_io import Geometry, from_xyz_array, write_image_atomic
 from hieseg.layout import CONTAINER_ADC_DIR, CONTAINER_ZADC_DIR, adc_path, label_path, zadc_path
+from hieseg.synthetic_effects import PROFILES, RealismProfile
 
 
 class TissueClass(IntEnum):
@@ -75,6 +141,10 @@ class TissueClass(IntEnum):
     CORTEX = 2
     WHITE_MATTER = 3
     DEEP_GREY = 4
+    CEREBELLUM = 5  # hindbrain effect
+    BRAINSTEM = 6  # hindbrain effect
+    INTERNAL_CAPSULE = 7  # myelination effect: posterior limb and corticospinal band
+    NON_BRAIN = 8  # leftover rim of an imperfect skull strip: not brain, but ADC > 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +162,12 @@ TISSUES: dict[TissueClass, TissueParams] = {
     TissueClass.DEEP_GREY: TissueParams(adc_range=(1000.0, 1150.0), normative_std=100.0),
 }
 """Neonatal ADC by tissue: unmyelinated white matter is brighter than grey matter."""
+EFFECT_TISSUE_STD: dict[TissueClass, float] = {
+    TissueClass.CEREBELLUM: fx.NORMATIVE_STD["cerebellum"],
+    TissueClass.BRAINSTEM: fx.NORMATIVE_STD["brainstem"],
+    TissueClass.INTERNAL_CAPSULE: fx.NORMATIVE_STD["internal_capsule"],
+}
+"""Normative std of the tissues the realism effects add (their ADC ranges are in the profiles)."""
 
 LESION_TISSUES = (TissueClass.WHITE_MATTER, TissueClass.DEEP_GREY, TissueClass.CORTEX)
 LESION_PATTERNS: dict[str, tuple[float, float, float]] = {
@@ -100,6 +176,10 @@ LESION_PATTERNS: dict[str, tuple[float, float, float]] = {
     "mixed": (0.45, 0.3, 0.25),
 }
 """Chance that a blob is centred in each of ``LESION_TISSUES``, by HIE injury pattern."""
+LESIONABLE = (*LESION_TISSUES, TissueClass.INTERNAL_CAPSULE)
+"""Tissues a lesion may cover (a blob may spread into the internal capsule, not centre there)."""
+PARENCHYMA = (*LESIONABLE, TissueClass.CEREBELLUM, TissueClass.BRAINSTEM)
+CEREBRAL_SURFACE = (TissueClass.CSF, TissueClass.CORTEX, TissueClass.WHITE_MATTER)
 LESION_ADC_RANGE = (450.0, 850.0)
 LESION_CORE_FACTOR = 0.85
 LESION_RIM_RISE = 0.2
@@ -188,6 +268,10 @@ class SyntheticCase:
     label: sitk.Image
     tissue: np.ndarray | None = None
     """(x, y, z) uint8 map of :class:`TissueClass` codes (lesions keep their tissue's code)."""
+    profile: str = "basic"
+    """Name of the realism profile the case was drawn with."""
+    effects: dict[str, fx.Params] = field(default_factory=dict)
+    """The realism effects this case got, each with its drawn parameters (empty for basic)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +306,30 @@ class _Brain:
 
     tissue: np.ndarray
     mask: np.ndarray
+    radius: np.ndarray | None = None
+    """The cerebrum's deformed normalised radius (< 1 inside), for effects at its surface."""
+
+
+@dataclass(frozen=True)
+class _Lesions:
+    """Lesion mask of the crop, the lesions' ADC, and each lesion voxel's blob and depth in it."""
+
+    mask: np.ndarray
+    adc: np.ndarray
+    blob: np.ndarray
+    relative: np.ndarray
+    """0 at a blob's core .. 1 at its rim."""
+
+
+@dataclass(frozen=True)
+class _Normative:
+    """Normative mean and std maps (before blur) and the normative model's errors."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    z_bias: np.ndarray | None = None
+    std_scale: float = 1.0
+    registration_sd_mm: float = 0.0
 
 
 def draw_lesion_burden(rng: np.random.Generator) -> float:
@@ -246,18 +354,28 @@ def make_case(
     size: tuple[int, int, int] | None = None,
     spacing: tuple[float, float, float] | None = None,
     lesion_burden: float | None = None,
+    profile: str | RealismProfile = "basic",
 ) -> SyntheticCase:
-    """Generate one case, deterministically from ``seed``.
+    """Generate one case, deterministically from ``seed`` and ``profile``.
 
     ``size`` is (x, y, z) voxels and ``spacing`` mm; each is drawn from release-like choices
     when None (a given size gets a spacing matching a realistic field of view).
     ``lesion_burden`` is the lesion fraction of brain volume, 0 for a lesion-free case, drawn
-    by :func:`draw_lesion_burden` when None.
+    by :func:`draw_lesion_burden` when None (an explicit burden overrides the lesion-free effect).
+    ``profile`` picks the realism effects (:mod:`hieseg.synthetic_effects`): ``"basic"`` (none:
+    the easy cases), ``"randomised"`` (training), ``"shifted"`` (out-of-distribution test) or a
+    :class:`~hieseg.synthetic_effects.RealismProfile`. The effects draw from their own random
+    streams, so a case has the grid, and draws the cerebrum, of its basic twin of the same seed.
     """
     _check_request(size, spacing, lesion_burden)
+    realism = fx.resolve_profile(profile)
+    streams = np.random.SeedSequence(seed).spawn(fx.BASIC_STREAMS + len(fx.EFFECTS))
     geometry_rng, anatomy_rng, lesion_rng, acquisition_rng = (
-        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)
+        np.random.default_rng(child) for child in streams[: fx.BASIC_STREAMS]
     )
+    active = fx.switch_on(realism, streams[fx.BASIC_STREAMS :])
+    if lesion_burden is not None:
+        active.pop("lesion_free", None)
     geometry = _draw_geometry(geometry_rng, size, spacing)
     head = _draw_head(anatomy_rng, geometry)
     crop = _crop_around(head, geometry)
@@ -268,16 +386,33 @@ def make_case(
             f"size {geometry.size} with spacing {tuple(round(s, 3) for s in geometry.spacing)} mm holds only "
             f"{n_brain} brain voxels (need {MIN_BRAIN_VOXELS}); use a larger grid or coarser spacing"
         )
+    crop, brain, coordinates = _anatomy_effects(active, head, geometry, crop, brain)
+    n_brain = int(brain.mask.sum())
     burden = draw_lesion_burden(lesion_rng) if lesion_burden is None else lesion_burden
+    if "lesion_free" in active:
+        burden = 0.0
     tissue_means = _draw_tissue_means(anatomy_rng)
-    lesion, lesion_adc = _draw_lesions(lesion_rng, brain, crop, burden, n_brain)
+    _add_effect_tissue_means(active, tissue_means)
+    lesions = _draw_lesions(lesion_rng, brain, crop, burden, n_brain)
     normal = tissue_means[brain.tissue]
+    normative = _normative_model(active, brain, normal, tissue_means, crop)
     clean = normal.copy()
-    clean[lesion] = lesion_adc
-    blur = _acquisition_sigma(acquisition_rng, geometry)
-    adc = _acquire(acquisition_rng, clean, brain.mask, crop, blur)
-    zadc = _z_map(adc, normal, brain, blur, np.asarray(geometry.spacing))
-    return _assemble(case_id, geometry, crop, adc, zadc, lesion, brain.tissue)
+    clean[lesions.mask] = _lesion_adc(active, lesions, normal, brain)
+    lesion = lesions.mask
+    if active:
+        clean, brain, lesion = _tissue_effects(active, head, crop, brain, clean, lesion, coordinates)
+    site = active.get("site")
+    blur = _acquisition_sigma(acquisition_rng, geometry, site.params["resolution_sigma_mm"] if site else None)
+    if site:
+        clean = clean * np.float32(site.params["adc_scale"])
+    adc = _acquire(acquisition_rng, clean, brain.mask, crop, blur, site.params["noise_fraction"] if site else None)
+    if active:
+        adc = _acquisition_effects(active, adc, head, brain, crop, geometry)
+    zadc = _z_map(adc, normative, brain.mask, blur, np.asarray(geometry.spacing))
+    case = _assemble(case_id, geometry, crop, adc, zadc, lesion, brain.tissue)
+    case.profile = realism.name
+    case.effects = {name: effect.params for name, effect in active.items()}
+    return case
 
 
 def write_release(
@@ -287,20 +422,22 @@ def write_release(
     sizes: tuple[int, int, int] | Sequence[tuple[int, int, int]] | None = None,
     *,
     progress: bool = False,
+    profile: str | RealismProfile = "basic",
 ) -> list[str]:
     """Write ``n_cases`` cases in the public release layout under ``root`` and return their ids.
 
     ``sizes`` is one (x, y, z) for every case, one per case, or None for drawn sizes.
-    Case ``i`` is ``make_case(release_case_id(i), case_seed(seed, i), ...)``, so it is the same
-    whatever ``n_cases`` is.
+    Case ``i`` is ``make_case(release_case_id(i), case_seed(seed, i), ..., profile=profile)``,
+    so it is the same whatever ``n_cases`` is.
     """
+    realism = fx.resolve_profile(profile)
     if n_cases < 1:
         raise ValueError(f"n_cases must be at least 1, got {n_cases}")
     per_case = _sizes_per_case(sizes, n_cases)
     root = Path(root)
     ids = []
     for index in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=not progress):
-        case = make_case(release_case_id(index), case_seed(seed, index), size=per_case[index])
+        case = make_case(release_case_id(index), case_seed(seed, index), size=per_case[index], profile=realism)
         write_image_atomic(case.adc, adc_path(root, case.case_id))
         write_image_atomic(case.zadc, zadc_path(root, case.case_id))
         write_image_atomic(case.label, label_path(root, case.case_id))
@@ -449,21 +586,9 @@ def _crop_around(head: _Head, geometry: Geometry) -> _Crop:
 
 
 def _smooth_noise(rng: np.random.Generator, crop: _Crop, scale_mm: float) -> np.ndarray:
-    """Zero-mean, unit-std random field with features of about ``scale_mm``.
-
-    A sum of Gaussian bumps on a lattice of pitch ``scale_mm`` with random weights; being
-    separable, it costs three small matrix products instead of a full-grid filter.
-    """
-    bases = []
-    for axis in crop.axes_mm:
-        nodes = np.arange(axis[0] - 2 * scale_mm, axis[-1] + 2 * scale_mm + scale_mm, scale_mm, dtype=np.float32)
-        bases.append(np.exp(-0.5 * ((axis[:, None] - nodes[None, :]) / scale_mm) ** 2).astype(np.float32))
-    weights = rng.standard_normal(tuple(b.shape[1] for b in bases), dtype=np.float32)
-    field = np.tensordot(bases[0], weights, axes=(1, 0))
-    field = np.tensordot(field, bases[1], axes=(1, 1)).transpose(0, 2, 1)
-    field = np.tensordot(field, bases[2], axes=(2, 1))
-    sample = field[::3, ::3, ::2]
-    return ((field - sample.mean()) / max(float(sample.std()), 1e-6)).astype(np.float32)
+    """Zero-mean, unit-std random field with features of about ``scale_mm`` on the crop
+    (see :func:`hieseg.synthetic_effects.smooth_noise`)."""
+    return fx.smooth_noise(rng, crop.axes_mm, scale_mm)
 
 
 def _normalised_coordinates(head: _Head, crop: _Crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -502,7 +627,7 @@ def _draw_brain(rng: np.random.Generator, head: _Head, crop: _Crop) -> _Brain:
     midline = np.abs(u + 0.5 * head.deformation * deformation) < fissure_u
     above = (w > FISSURE_ABOVE_MM / reference[2]) | (np.abs(v) > FISSURE_POLES_MM / reference[1])
     tissue[mask & midline & above] = TissueClass.CSF
-    return _Brain(tissue=tissue, mask=mask)
+    return _Brain(tissue=tissue, mask=mask, radius=radius)
 
 
 def _draw_deep_structures(
@@ -558,9 +683,7 @@ def _draw_tissue_means(rng: np.random.Generator) -> np.ndarray:
     return table
 
 
-def _draw_lesions(
-    rng: np.random.Generator, brain: _Brain, crop: _Crop, burden: float, n_brain: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _draw_lesions(rng: np.random.Generator, brain: _Brain, crop: _Crop, burden: float, n_brain: int) -> _Lesions:
     """Lesion mask of the crop holding ``burden`` of the brain's voxels, and the lesions' ADC.
 
     Each blob is a randomly oriented ellipsoid whose normalised radius is perturbed by
@@ -570,7 +693,7 @@ def _draw_lesions(
     """
     lesion = np.zeros(brain.tissue.shape, dtype=bool)
     if burden == 0.0:
-        return lesion, np.zeros(0, dtype=np.float32)
+        return _no_lesion(lesion)
     n_target = max(1, round(burden * n_brain))
     n_blobs = int(rng.integers(LESION_BLOBS[0], LESION_BLOBS[1] + 1))
     pattern = LESION_PATTERNS[str(rng.choice(list(LESION_PATTERNS)))]
@@ -585,15 +708,26 @@ def _draw_lesions(
         radii = (3.0 * volume / (4.0 * math.pi)) ** (1.0 / 3.0) * aspect / np.prod(aspect) ** (1.0 / 3.0)
         rotation = _rotation(rng.uniform(-math.pi, math.pi, size=3))
         _score_blob(crop, centre, radii, rotation, roughness, score, blob_of, blob)
-    parenchyma = brain.mask & np.isin(brain.tissue, LESION_TISSUES)
+    parenchyma = brain.mask & np.isin(brain.tissue, LESIONABLE)
     candidates = score[parenchyma & np.isfinite(score)]
     if candidates.size == 0:
-        return lesion, np.zeros(0, dtype=np.float32)
+        return _no_lesion(lesion)
     threshold = np.partition(candidates, min(n_target, candidates.size) - 1)[min(n_target, candidates.size) - 1]
     lesion = parenchyma & (score <= threshold)
     levels = rng.uniform(*LESION_ADC_RANGE, size=n_blobs).astype(np.float32)
     relative = np.clip(score[lesion] / max(float(threshold), 1e-6), 0.0, 1.0)
-    return lesion, levels[blob_of[lesion]] * (LESION_CORE_FACTOR + LESION_RIM_RISE * relative)
+    blob = blob_of[lesion]
+    adc = levels[blob] * (LESION_CORE_FACTOR + LESION_RIM_RISE * relative)
+    return _Lesions(mask=lesion, adc=adc, blob=blob, relative=relative)
+
+
+def _no_lesion(empty: np.ndarray) -> _Lesions:
+    return _Lesions(
+        mask=empty,
+        adc=np.zeros(0, dtype=np.float32),
+        blob=np.zeros(0, dtype=np.int8),
+        relative=np.zeros(0, dtype=np.float32),
+    )
 
 
 def _random_voxel(rng: np.random.Generator, tissue: np.ndarray, wanted: TissueClass) -> np.ndarray:
@@ -641,49 +775,306 @@ def _score_blob(
 
 
 def _acquire(
-    rng: np.random.Generator, clean: np.ndarray, mask: np.ndarray, crop: _Crop, blur: np.ndarray
+    rng: np.random.Generator,
+    clean: np.ndarray,
+    mask: np.ndarray,
+    crop: _Crop,
+    blur: np.ndarray,
+    noise_fraction: float | None = None,
 ) -> np.ndarray:
-    """Observed ADC: blur by ``blur`` (voxel sigmas), bias field and Rician noise; 0 outside the brain."""
+    """Observed ADC: blur by ``blur`` (voxel sigmas), bias field and Rician noise; 0 outside the brain.
+
+    ``noise_fraction`` (a site's) replaces the drawn noise level; the draw is made either way.
+    """
     blurred = ndimage.gaussian_filter(clean, blur, truncate=GAUSSIAN_TRUNCATE, mode="nearest")
     bias = 1.0 + rng.uniform(*BIAS_AMPLITUDE) * _smooth_noise(rng, crop, BIAS_SCALE_MM)
     signal = blurred * bias
-    sigma = rng.uniform(*NOISE_FRACTION) * signal
+    fraction = rng.uniform(*NOISE_FRACTION)
+    sigma = (fraction if noise_fraction is None else noise_fraction) * signal
     real = signal + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     imaginary = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     return np.where(mask, np.sqrt(real**2 + imaginary**2), np.float32(0.0)).astype(np.float32)
 
 
-def _acquisition_sigma(rng: np.random.Generator, geometry: Geometry) -> np.ndarray:
-    """Per-axis sigma, in voxels, of the blur from the acquired resolution and partial volume."""
+def _acquisition_sigma(rng: np.random.Generator, geometry: Geometry, resolution_mm: float | None = None) -> np.ndarray:
+    """Per-axis sigma, in voxels, of the blur from the acquired resolution and partial volume.
+
+    ``resolution_mm`` (a site's in-plane sigma) replaces the drawn one; the draw is made either way.
+    """
     spacing = np.asarray(geometry.spacing)
-    resolution_mm = rng.uniform(*IN_PLANE_RESOLUTION_SIGMA_MM)
+    drawn_mm = rng.uniform(*IN_PLANE_RESOLUTION_SIGMA_MM)
+    resolution_mm = drawn_mm if resolution_mm is None else resolution_mm
     sigma_mm = PARTIAL_VOLUME_VOXELS * spacing
     sigma_mm[:2] = np.maximum(sigma_mm[:2], resolution_mm)
     return sigma_mm / spacing
 
 
-def _z_map(adc: np.ndarray, normal: np.ndarray, brain: _Brain, blur: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Z_ADC against the lesion-free twin, smoothed 2 mm within the brain and clipped to +/-10.
+def _z_map(
+    adc: np.ndarray, normative: _Normative, mask: np.ndarray, blur: np.ndarray, spacing: np.ndarray
+) -> np.ndarray:
+    """Z_ADC against the normative maps, smoothed 2 mm within the brain and clipped to +/-10.
 
     The normative mean and std maps get the acquisition's blur (``blur``, voxel sigmas) and
-    the 2 mm kernel, so healthy tissue reads about 0 even at partial-volume boundaries.
+    the 2 mm kernel, so healthy tissue reads about 0 even at partial-volume boundaries when
+    the model is the lesion-free twin (basic). An imperfect model (:class:`_Normative` errors)
+    widens the std at edges, scales it, and adds its z bias before the smoothing.
     """
     smooth_sigma = ZMAP_FWHM_MM * FWHM_TO_SIGMA / spacing
     normative_sigma = np.sqrt(blur**2 + smooth_sigma**2)
-    std_table = np.ones(len(TissueClass), dtype=np.float32)
-    for tissue_class, params in TISSUES.items():
-        std_table[tissue_class] = params.normative_std
-    std_table[TissueClass.BACKGROUND] = std_table[TissueClass.CSF]
-    expected = ndimage.gaussian_filter(normal, normative_sigma, truncate=GAUSSIAN_TRUNCATE, mode="nearest")
-    spread = ndimage.gaussian_filter(
-        std_table[brain.tissue], normative_sigma, truncate=GAUSSIAN_TRUNCATE, mode="nearest"
-    )
-    weight = brain.mask.astype(np.float32)
-    raw = np.where(brain.mask, (adc - expected) / spread, np.float32(0.0))
+    expected = ndimage.gaussian_filter(normative.mean, normative_sigma, truncate=GAUSSIAN_TRUNCATE, mode="nearest")
+    spread = ndimage.gaussian_filter(normative.std, normative_sigma, truncate=GAUSSIAN_TRUNCATE, mode="nearest")
+    if normative.registration_sd_mm > 0 or normative.std_scale != 1.0:
+        spread = fx.atlas_spread(expected, spread, spacing, normative.registration_sd_mm, normative.std_scale)
+    weight = mask.astype(np.float32)
+    raw = np.where(mask, (adc - expected) / spread, np.float32(0.0))
+    if normative.z_bias is not None:
+        raw = np.where(mask, raw + normative.z_bias, np.float32(0.0))
     smoothed = ndimage.gaussian_filter(raw, smooth_sigma, truncate=GAUSSIAN_TRUNCATE, mode="constant")
     support = ndimage.gaussian_filter(weight, smooth_sigma, truncate=GAUSSIAN_TRUNCATE, mode="constant")
     z = np.clip(smoothed / np.maximum(support, 1e-3), -ZMAP_CLIP, ZMAP_CLIP)
-    return np.where(brain.mask, z, np.float32(0.0)).astype(np.float32)
+    return np.where(mask, z, np.float32(0.0)).astype(np.float32)
+
+
+def _anatomy_effects(
+    active: dict[str, fx.ActiveEffect], head: _Head, geometry: Geometry, crop: _Crop, brain: _Brain
+) -> tuple[_Crop, _Brain, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Add the cerebellum and brainstem (growing the crop to reach them) and the internal capsule.
+
+    Returns the crop, the brain and, when a later effect needs them, the crop's normalised
+    coordinates. Each structure is drawn within its own box of the crop only.
+    """
+    tissue, mask = brain.tissue, brain.mask
+    hindbrain = active.get("hindbrain")
+    if hindbrain:
+        params = hindbrain.params
+        crop, brain = _grow_crop(head, geometry, crop, brain, *fx.hindbrain_box(params))
+        tissue, mask = brain.tissue, brain.mask
+        box = _reference_box(head, crop, *fx.cerebellum_box(params))
+        axes = [axis[s] for axis, s in zip(crop.axes_mm, box)]
+        cerebellum, envelope = fx.cerebellum(hindbrain.rng, params, _reference_coordinates(head, axes), axes)
+        paintable = tissue[box] != TissueClass.DEEP_GREY
+        tissue[box][cerebellum & paintable] = TissueClass.CEREBELLUM
+        tissue[box][envelope & paintable] = TissueClass.CSF
+        mask[box] |= (cerebellum | envelope) & paintable
+        box = _reference_box(head, crop, *fx.brainstem_box(params))
+        brainstem = fx.brainstem(params, _reference_coordinates(head, [axis[s] for axis, s in zip(crop.axes_mm, box)]))
+        tissue[box][brainstem] = TissueClass.BRAINSTEM
+        mask[box] |= brainstem
+    myelination = active.get("myelination")
+    if myelination:
+        box = _reference_box(head, crop, *fx.internal_capsule_box())
+        reference = _reference_coordinates(head, [axis[s] for axis, s in zip(crop.axes_mm, box)])
+        tract = fx.internal_capsule(reference, bool(myelination.params["corticospinal"]))
+        tissue[box][tract & (tissue[box] == TissueClass.WHITE_MATTER)] = TissueClass.INTERNAL_CAPSULE
+    coordinates = None
+    if active.keys() & {"susceptibility", "rim", "cut"}:
+        coordinates = _normalised_coordinates(head, crop)
+    return crop, brain, coordinates
+
+
+def _reference_box(
+    head: _Head, crop: _Crop, low_mm: Sequence[float], high_mm: Sequence[float]
+) -> tuple[slice, slice, slice]:
+    """Crop-relative slices of the voxels that a brain-frame box (reference mm) can reach."""
+    scale = head.semi_axes / np.asarray(REFERENCE_SEMI_AXES_MM)
+    corners = np.array(np.meshgrid(*zip(low_mm, high_mm), indexing="ij")).reshape(3, -1).T * scale
+    corners_mm = head.centre + corners @ head.rotation.T
+    return tuple(
+        _index_range(axis, float(lo), float(hi))
+        for axis, lo, hi in zip(crop.axes_mm, corners_mm.min(axis=0), corners_mm.max(axis=0))
+    )
+
+
+def _reference_coordinates(head: _Head, axes_mm: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brain-frame coordinates, in reference mm, of the voxels of a box with these grid axes."""
+    box = _Crop(slices=(slice(None),) * 3, axes_mm=tuple(axes_mm), spacing=np.ones(3))
+    return tuple(c * np.float32(r) for c, r in zip(_normalised_coordinates(head, box), REFERENCE_SEMI_AXES_MM))
+
+
+def _grow_crop(
+    head: _Head, geometry: Geometry, crop: _Crop, brain: _Brain, low_mm: np.ndarray, high_mm: np.ndarray
+) -> tuple[_Crop, _Brain]:
+    """Grow the crop to hold a brain-frame box (reference mm) plus the blur margin, clipped to
+    the grid, and pad the brain's arrays to it."""
+    scale = head.semi_axes / np.asarray(REFERENCE_SEMI_AXES_MM)
+    corners = np.array(np.meshgrid(*zip(low_mm, high_mm), indexing="ij")).reshape(3, -1).T * scale
+    corners_mm = head.centre + corners @ head.rotation.T
+    axes = _grid_axes_mm(geometry)
+    slices, pads = [], []
+    for axis, spacing, current, low, high in zip(
+        axes, geometry.spacing, crop.slices, corners_mm.min(axis=0), corners_mm.max(axis=0)
+    ):
+        inside = np.flatnonzero((axis >= low - 3 * spacing) & (axis <= high + 3 * spacing))
+        start, stop = current.start, current.stop
+        if inside.size:
+            start, stop = min(start, int(inside[0])), max(stop, int(inside[-1]) + 1)
+        slices.append(slice(start, stop))
+        pads.append((current.start - start, stop - current.stop))
+    grown = _Crop(slices=tuple(slices), axes_mm=tuple(a[s] for a, s in zip(axes, slices)), spacing=crop.spacing)
+    padded = _Brain(
+        tissue=np.pad(brain.tissue, pads),
+        mask=np.pad(brain.mask, pads),
+        radius=np.pad(brain.radius, pads, constant_values=np.float32(np.inf)),
+    )
+    return grown, padded
+
+
+def _add_effect_tissue_means(active: dict[str, fx.ActiveEffect], table: np.ndarray) -> None:
+    """Enter the effects' tissues in the case's table of mean ADC."""
+    table[TissueClass.NON_BRAIN] = table[TissueClass.BACKGROUND]
+    if "hindbrain" in active:
+        table[TissueClass.CEREBELLUM] = active["hindbrain"].params["cerebellum_adc"]
+        table[TissueClass.BRAINSTEM] = active["hindbrain"].params["brainstem_adc"]
+    if "myelination" in active:
+        table[TissueClass.INTERNAL_CAPSULE] = active["myelination"].params["adc"]
+
+
+def _std_table() -> np.ndarray:
+    """Look-up table tissue code -> normative std; background (and leftover rim) reads as CSF."""
+    table = np.ones(len(TissueClass), dtype=np.float32)
+    for tissue_class, params in TISSUES.items():
+        table[tissue_class] = params.normative_std
+    for tissue_class, std in EFFECT_TISSUE_STD.items():
+        table[tissue_class] = std
+    table[TissueClass.BACKGROUND] = table[TissueClass.CSF]
+    table[TissueClass.NON_BRAIN] = table[TissueClass.CSF]
+    return table
+
+
+def _normative_model(
+    active: dict[str, fx.ActiveEffect], brain: _Brain, normal: np.ndarray, tissue_means: np.ndarray, crop: _Crop
+) -> _Normative:
+    """The normative maps Z_ADC is computed against.
+
+    Basic: the brain's own lesion-free means. The myelination effect makes the model only
+    partly know the internal capsule; the normative effect misregisters the model's tissue map
+    and adds its bias, offset and std errors. Neither knows the site's ADC scale.
+    """
+    std_table = _std_table()
+    myelination, error = active.get("myelination"), active.get("normative")
+    if myelination is None and error is None:
+        return _Normative(mean=normal, std=std_table[brain.tissue])
+    mean_table = tissue_means.copy()
+    if myelination:
+        mean_table[TissueClass.INTERNAL_CAPSULE] = fx.partly_known_mean(
+            float(myelination.params["adc"]),
+            float(myelination.params["normative_z"]),
+            float(std_table[TissueClass.INTERNAL_CAPSULE]),
+            float(tissue_means[TissueClass.WHITE_MATTER]),
+        )
+    if error is None:
+        return _Normative(mean=mean_table[brain.tissue], std=std_table[brain.tissue])
+    params = error.params
+    mean, std = fx.misregistered_lookup(
+        error.rng,
+        brain.tissue,
+        (mean_table, std_table),
+        crop.axes_mm,
+        crop.spacing,
+        float(params["misregistration_mm"]),
+        float(params["warp_mm"]),
+    )
+    bias = fx.normative_bias(
+        error.rng, crop.axes_mm, float(params["regional_bias_z"]), float(params["global_offset_z"])
+    )
+    return _Normative(
+        mean=mean,
+        std=std,
+        z_bias=bias,
+        std_scale=float(params["std_scale"]),
+        registration_sd_mm=fx.ATLAS_REGISTRATION_SD_MM,
+    )
+
+
+def _lesion_adc(active: dict[str, fx.ActiveEffect], lesions: _Lesions, normal: np.ndarray, brain: _Brain) -> np.ndarray:
+    """The lesions' ADC: as drawn, or pseudo-normalised (faint) from the tissue's normal ADC and std."""
+    faint = active.get("faint")
+    if faint is None or not lesions.mask.any():
+        return lesions.adc
+    std = _std_table()[brain.tissue[lesions.mask]]
+    return fx.faint_lesion_adc(faint.rng, faint.settings.z, normal[lesions.mask], std, lesions.blob, lesions.relative)
+
+
+def _tissue_effects(
+    active: dict[str, fx.ActiveEffect],
+    head: _Head,
+    crop: _Crop,
+    brain: _Brain,
+    clean: np.ndarray,
+    lesion: np.ndarray,
+    coordinates: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, _Brain, np.ndarray]:
+    """Effects on the clean image, the mask and the label, before the acquisition: folia
+    texture, confounders, imperfect skull strip and interleaved-slice motion (in this order)."""
+    tissue, mask = brain.tissue, brain.mask
+    hindbrain = active.get("hindbrain")
+    if hindbrain:
+        cerebellum = tissue == TissueClass.CEREBELLUM
+        box = fx.bounding_box(cerebellum)
+        if box is not None:
+            texture = fx.folia_texture(
+                hindbrain.rng, float(hindbrain.params["folia_contrast"]), [a[s] for a, s in zip(crop.axes_mm, box)]
+            )
+            clean[box] = np.where(cerebellum[box], clean[box] * texture, clean[box])
+    susceptibility = active.get("susceptibility")
+    if susceptibility:
+        region = fx.skull_base_region(coordinates, brain.radius) & mask & np.isin(tissue, CEREBRAL_SURFACE)
+        settings = susceptibility.settings
+        count = int(susceptibility.params["count"])
+        fx.paint_blobs(
+            susceptibility.rng,
+            clean,
+            region,
+            lesion,
+            crop.axes_mm,
+            count,
+            settings.diameter_mm,
+            settings.adc,
+            fx.SUSCEPTIBILITY_EDGE,
+        )
+    blood = active.get("blood")
+    if blood:
+        parenchyma = mask & np.isin(tissue, PARENCHYMA)
+        settings, count = blood.settings, int(blood.params["count"])
+        fx.paint_blobs(
+            blood.rng, clean, parenchyma, lesion, crop.axes_mm, count, settings.diameter_mm, settings.adc, fx.BLOOD_EDGE
+        )
+    rim = active.get("rim")
+    if rim:
+        voxels, values = fx.leftover_rim(
+            rim.rng, rim.params, rim.settings.adc, brain.radius, coordinates, head.semi_axes, ~mask, crop.axes_mm
+        )
+        clean[voxels] = values
+        tissue[voxels] = TissueClass.NON_BRAIN
+        mask |= voxels
+    cut = active.get("cut")
+    if cut:
+        cap = fx.cut_cap(cut.params, coordinates, head.semi_axes, mask)
+        mask &= ~cap
+        tissue[cap] = TissueClass.BACKGROUND
+        lesion = lesion & ~cap
+    motion = active.get("motion")
+    if motion:
+        odd = np.arange(crop.slices[2].start, crop.slices[2].stop) % 2 == 1
+        dx, dy = fx.interleaved_offsets(motion.params, crop.spacing)
+        clean, tissue, mask, lesion = (fx.shift_interleaved(a, odd, dx, dy) for a in (clean, tissue, mask, lesion))
+    return clean, _Brain(tissue=tissue, mask=mask, radius=brain.radius), lesion
+
+
+def _acquisition_effects(
+    active: dict[str, fx.ActiveEffect], adc: np.ndarray, head: _Head, brain: _Brain, crop: _Crop, geometry: Geometry
+) -> np.ndarray:
+    """Effects on the acquired ADC: per-slice intensity scaling (motion) and the N/2 ghost."""
+    motion = active.get("motion")
+    if motion:
+        factors = fx.slice_factors(motion.rng, float(motion.params["slice_scaling"]), adc.shape[2])
+        adc = adc * factors[None, None, :]
+    ghosting = active.get("ghosting")
+    if ghosting:
+        axis, amplitude = int(ghosting.params["axis"]), float(ghosting.params["amplitude"])
+        source = fx.head_signal(adc, brain.mask, brain.radius, head.semi_axes)
+        adc = fx.add_ghost(adc, source, brain.mask, axis, crop.slices[axis].start, geometry.size[axis], amplitude)
+    return adc
 
 
 def _assemble(
@@ -719,11 +1110,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m hieseg.synthetic",
         description="Write synthetic BONBID-HIE-like cases (ADC, Z_ADC, lesion label).",
+        epilog=_profiles_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     parser.add_argument("--cases", type=int, help="number of cases in the release layout")
     parser.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
     parser.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="grid size in voxels")
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default="randomised",
+        help="realism effects (default randomised, for training data): basic = easy cases (Z against the "
+        "brain's own twin, no artefacts), randomised = training effects, shifted = out-of-distribution test "
+        "cases (held-out artefacts and site/normative settings); see below",
+    )
     parser.add_argument(
         "--container",
         metavar="UUID",
@@ -741,6 +1142,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _profiles_help() -> str:
+    """The --help epilog: each profile's per-case effect probabilities and ranges."""
+    lines = [
+        "profiles (per case, effect: probability p, then its ranges; 'a..b or c..d' is a union; ADC in",
+        "10^-6 mm^2/s; global_offset_z is a magnitude with a random sign; see hieseg/synthetic_effects.py):",
+    ]
+    for name, profile in PROFILES.items():
+        if name == "basic":
+            lines.append("  basic: no effect (the generator's easy cases, unchanged)")
+            continue
+        lines.append(f"  {name}:")
+        lines.extend(f"    {line}" for line in fx.describe(profile))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the process exit status."""
     args = _parse_args(argv)
@@ -751,16 +1167,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"{args.out}: exists and is not a folder")
         if args.container is not None:
             _check_uuid(args.container)
-            case = make_case(args.container, args.seed, size=size)
+            case = make_case(args.container, args.seed, size=size, profile=args.profile)
             written = write_container_case(args.out, case, args.container)
             label_file = args.out / "label" / f"{args.container}.mha"
             write_image_atomic(case.label, label_file)
             for path in (*written, label_file):
                 print(f"wrote {path}")
         else:
-            ids = write_release(args.out, args.cases, seed=args.seed, sizes=size, progress=True)
+            ids = write_release(args.out, args.cases, seed=args.seed, sizes=size, progress=True, profile=args.profile)
             elapsed = time.perf_counter() - started
-            print(f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} to {args.out} in {elapsed:.1f} s")
+            print(
+                f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({args.profile} profile) to {args.out} "
+                f"in {elapsed:.1f} s"
+            )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
