@@ -243,8 +243,8 @@ class FaintLesions:
 
 
 @dataclass(frozen=True)
-class Susceptibility:
-    """Low-ADC blobs at the skull base and sinuses (inferior frontal and temporal surface)."""
+class _LowAdcBlobs:
+    """A random number of low-ADC blobs that are not lesions; where they go is the effect's."""
 
     probability: float
     count: tuple[int, int]
@@ -256,16 +256,13 @@ class Susceptibility:
 
 
 @dataclass(frozen=True)
-class BloodProducts:
+class Susceptibility(_LowAdcBlobs):
+    """Low-ADC blobs at the skull base and sinuses (inferior frontal and temporal surface)."""
+
+
+@dataclass(frozen=True)
+class BloodProducts(_LowAdcBlobs):
     """Small, sharp low-ADC blobs anywhere in the parenchyma (haemorrhage, mineralisation)."""
-
-    probability: float
-    count: tuple[int, int]
-    diameter_mm: Ranges
-    adc: Ranges
-
-    def draw(self, rng: np.random.Generator) -> Params:
-        return {"count": int(rng.integers(self.count[0], self.count[1] + 1))}
 
 
 @dataclass(frozen=True)
