@@ -73,6 +73,7 @@ from monai.transforms import Compose
 
 from hieseg.cli_common import configure_logging, parse_overrides, run_reporting_errors
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig, InferenceConfig
+from hieseg.errors import ConfigError
 from hieseg.image_io import from_xyz_array, read_image, to_xyz_array, write_image_atomic
 from hieseg.inference_cli import read_input_case
 from hieseg.layout import CONTAINER_ADC_DIR, CaseImages, discover_cases, load_case
@@ -771,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         if args.repeats < 1:
-            raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+            raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
         with tempfile.TemporaryDirectory(prefix="hieseg-bench-") as scratch:
             report = run_benchmark(args.model, args.sizes, args.repeats, args.device, parse_overrides(args.set),
                                    Path(scratch), threads=args.threads, train=args.train)

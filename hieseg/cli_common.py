@@ -1,21 +1,28 @@
-"""Shared pieces of the command lines: logging, config assembly, and known failures as exit code 2."""
+"""Shared pieces of the command lines: logging, config assembly, and how a run ends.
+
+A :class:`~hieseg.errors.HiesegError` (a user error) ends a command with one line on stderr and
+exit status 2; any other exception is a bug and keeps its traceback. SIGTERM is turned into
+:class:`~hieseg.errors.Terminated`, a kind of ``KeyboardInterrupt``, so a ``kill`` runs the
+same clean-ups as Ctrl-C (temporary files are removed) and ends with status 128 + the signal.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hieseg.config import ExperimentConfig
-from hieseg.image_io import ImageError
-from hieseg.layout import DatasetError
-from hieseg.predictor import ModelError
+from hieseg.errors import ConfigError, HiesegError, Terminated
 
-USER_ERRORS = (ImageError, DatasetError, ModelError, ValueError, FileExistsError, FileNotFoundError)
-"""Failures caused by the user's input: reported in one line, without a traceback."""
 EXIT_USER_ERROR = 2
+EXIT_SIGNAL_BASE = 128
+"""A run stopped by signal N exits with 128 + N, as a shell reports it."""
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -27,12 +34,34 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def run_reporting_errors(action: Callable[[], int]) -> int:
-    """Run a command's body; a user error becomes a one-line message on stderr and exit code 2."""
+    """Run a command's body: a user error becomes one line on stderr and exit 2, a stop by signal 128 + N."""
     try:
-        return action()
-    except USER_ERRORS as exc:
+        with _sigterm_raises():
+            return action()
+    except HiesegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"error: stopped by {signal.Signals(signum).name}; unfinished files were removed", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signum
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (only the main thread can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, object]:
@@ -41,7 +70,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, separator, raw = pair.partition("=")
         if not separator:
-            raise ValueError(f"--set expects section.key=value, got {pair!r}")
+            raise ConfigError(f"--set expects section.key=value, got {pair!r}")
         try:
             overrides[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -52,7 +81,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
 def build_config(
     config_path: Path | None, flags: dict[str, object | None], overrides: dict[str, object]
 ) -> ExperimentConfig:
-    """Defaults (or ``config_path``), then the dotted keys of the flags that were given, then ``--set``."""
+    """Defaults (or ``config_path``), then the dotted keys of the flags that were given, then ``--set``.
+
+    Every value is validated on the way (:mod:`hieseg.config`), so a bad one fails here, before any work.
+    """
     config = ExperimentConfig.load(config_path) if config_path else ExperimentConfig()
     given = {key: value for key, value in flags.items() if value is not None}
     return config.with_overrides({**given, **overrides})

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from hieseg.baselines import BASELINES, MASK_SUFFIX, baseline_mask_image
 from hieseg.cli_common import configure_logging, run_reporting_errors
+from hieseg.errors import ConfigError
 from hieseg.evaluate import METRIC_TITLES, evaluate_folders
 from hieseg.image_io import write_atomic, write_image_atomic
 from hieseg.layout import discover_cases, load_case
@@ -89,20 +90,20 @@ class Method:
 def method_names(model_dirs: Sequence[Path], names: Sequence[str] | None) -> list[str]:
     """The models' names: ``names`` in order, or the folders' names; unique, folder-safe, no baseline's name."""
     if names and len(names) != len(model_dirs):
-        raise ValueError(
+        raise ConfigError(
             f"--name given {len(names)} time(s) for {len(model_dirs)} --model folder(s); give one per model"
         )
     chosen = list(names) if names else [Path(d).resolve().name for d in model_dirs]
     for name in chosen:
         if not NAME_PATTERN.match(name):
-            raise ValueError(
+            raise ConfigError(
                 f"model name {name!r} cannot name a folder; use letters, digits, '.', '_' or '-' (--name)"
             )
         if name in BASELINES:
-            raise ValueError(f"model name {name!r} is a baseline's name; choose another with --name")
+            raise ConfigError(f"model name {name!r} is a baseline's name; choose another with --name")
     duplicates = sorted({name for name in chosen if chosen.count(name) > 1})
     if duplicates:
-        raise ValueError(f"two models are named {', '.join(duplicates)}; name them apart with --name")
+        raise ConfigError(f"two models are named {', '.join(duplicates)}; name them apart with --name")
     return chosen
 
 
@@ -120,7 +121,7 @@ def compare(
     """Predict, compute the baselines, score everything and write the three reports; return the summary."""
     data, out = Path(data), Path(out)
     if not model_dirs:
-        raise ValueError("give at least one --model weights folder")
+        raise ConfigError("give at least one --model weights folder")
     model_names = method_names(model_dirs, names)
     files = discover_cases(data)
     torch_device = select_device(device)

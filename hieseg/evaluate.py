@@ -16,7 +16,8 @@ burden group "unknown".
 
 Predictions are matched by case id: ``<pred>/<case>.mha`` or ``<pred>/<case>_lesion.mha``.
 Each must be a binary 0/1 mask on the truth's grid. A truth case without a prediction is
-an error unless ``--allow-missing``, which scores it as an empty prediction.
+an error unless ``--allow-missing``, which scores it as an empty prediction. Predictions
+without a truth case are not scored and are listed in a warning.
 
 ``--ceiling-spacing`` (mm), or ``--model``, whose ``config.json`` gives
 ``preprocess.target_spacing``, adds each case's resampling ceiling (:mod:`hieseg.ceiling`):
@@ -24,8 +25,9 @@ the Dice its truth keeps after a round trip through that grid, the best a model 
 there can reach. It becomes the ``ceiling_dice`` column and is summarized beside the scores.
 
 Writes ``per_case.csv``, ``summary.json`` and ``summary.md`` to ``--out`` (default
-``<pred>/evaluation``). Any problem with the inputs is reported as one line on stderr,
-with exit status 2 (see :mod:`hieseg.cli_common`); no report is written then.
+``<pred>/evaluation``), each atomically, after checking before any scoring that the folder
+can be written. Any problem with the inputs is reported as one line on stderr, with exit
+status 2 (see :mod:`hieseg.cli_common`); no report is written then.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,10 +47,19 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from hieseg.brain import brain_of
 from hieseg.ceiling import resampling_ceiling
-from hieseg.cli_common import run_reporting_errors
+from hieseg.cli_common import configure_logging, run_reporting_errors
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig
-from hieseg.image_io import check_same_geometry, read_image, require_binary, to_xyz_array
+from hieseg.errors import InputError
+from hieseg.image_io import (
+    check_same_geometry,
+    read_image,
+    require_binary,
+    require_writable,
+    to_xyz_array,
+    write_atomic,
+)
 from hieseg.layout import ADC_DIR, ADC_SUFFIX, LABEL_DIR, LABEL_SUFFIX, adc_path, label_path
 from hieseg.metrics import (
     CEILING_METRIC,
@@ -57,6 +70,7 @@ from hieseg.metrics import (
     summarize,
 )
 
+LOG = logging.getLogger(__name__)
 IMAGE_SUFFIX = ".mha"
 DEFAULT_OUT_SUBDIR = "evaluation"
 PER_CASE_CSV = "per_case.csv"
@@ -65,7 +79,7 @@ SUMMARY_MD = "summary.md"
 METRIC_TITLES = {"dice": "Dice", "masd_mm": "MASD (mm)", "nsd": "NSD", CEILING_METRIC: "ceiling Dice"}
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """Inputs that cannot be scored: a missing folder, prediction or brain image."""
 
 
@@ -120,6 +134,10 @@ def find_cases(
             brain = adc_path(truth_dir, case_id) if release else None
         pred = _prediction_path(pred_dir, case_id)
         cases.append(CaseSources(case_id=case_id, truth=truth, pred=pred, brain=brain))
+    unmatched = _unmatched_predictions(pred_dir, set(truths))
+    if unmatched:
+        LOG.warning("%d prediction(s) in %s have no truth and are not scored: %s",
+                    len(unmatched), pred_dir, ", ".join(unmatched))
     missing = [case.case_id for case in cases if case.pred is None]
     if missing and not allow_missing:
         raise EvaluationError(
@@ -147,7 +165,7 @@ def score_sources(
     if case.brain is not None:
         brain_image = read_image(case.brain)
         check_same_geometry(truth_image, case.truth, brain_image, case.brain)
-        brain = to_xyz_array(brain_image) > 0
+        brain = brain_of(brain_image)
     metrics = score_case(
         pred,
         truth,
@@ -175,18 +193,22 @@ def write_reports(
     how it was made. The ``ceiling_dice`` column is written only when some row has a ceiling.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
     summary = {"settings": settings, **summarize(rows)}
     fields = [field.name for field in dataclasses.fields(CaseMetrics)]
     if all(row.ceiling_dice is None for row in rows):
         fields.remove(CEILING_METRIC)
-    with open(out_dir / PER_CASE_CSV, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(row) for row in rows)
-    (out_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    (out_dir / SUMMARY_MD).write_text(render_markdown(summary))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(dataclasses.asdict(row) for row in rows)
+    texts = {
+        PER_CASE_CSV: table.getvalue(),
+        SUMMARY_JSON: json.dumps(summary, indent=2, allow_nan=False) + "\n",
+        SUMMARY_MD: render_markdown(summary),
+    }
+    for name, text in texts.items():
+        write_atomic(out_dir / name, lambda temporary, text=text: temporary.write_text(text, newline=""))
 
 
 def render_markdown(summary: Mapping) -> str:
@@ -257,6 +279,14 @@ def _strip_suffix(name: str) -> str:
     return name
 
 
+def _unmatched_predictions(pred_dir: Path, case_ids: set[str]) -> list[str]:
+    """File names of the predictions whose case id has no truth."""
+    return sorted(
+        path.name for path in pred_dir.glob(f"*{IMAGE_SUFFIX}")
+        if not path.name.startswith(".") and _strip_suffix(path.name) not in case_ids
+    )
+
+
 def _prediction_path(pred_dir: Path, case_id: str) -> Path | None:
     candidates = (pred_dir / f"{case_id}{IMAGE_SUFFIX}", pred_dir / f"{case_id}{LABEL_SUFFIX}")
     found = [path for path in candidates if path.is_file()]
@@ -307,11 +337,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    configure_logging()
     return run_reporting_errors(lambda: _evaluate(args))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
+    require_writable(out_dir, folder=True)
     ceiling_spacing = model_target_spacing(args.model) if args.model is not None else args.ceiling_spacing
     if ceiling_spacing is not None:
         ceiling_spacing = checked_spacing(ceiling_spacing)

@@ -1,26 +1,33 @@
-"""Reading and writing .mha volumes with SimpleITK, and checking their geometry.
+"""Reading and writing .mha volumes with SimpleITK, checking their geometry, and safe writes.
 
-Every failure is raised as :class:`ImageError` with the file's path in the message, so a
-command line can print it as is and exit non-zero.
+Every reading failure is raised as :class:`ImageError` and every writing failure as
+:class:`OutputError`, with the file's path and the problem in plain words and numbers, so a
+command line can print it as is and exit with status 2.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from hieseg.errors import ImageError, OutputError
+
+LOG = logging.getLogger(__name__)
 GEOMETRY_TOLERANCE = 1e-4
 """Relative tolerance when comparing spacing, origin and direction of partner images."""
-
-
-class ImageError(ValueError):
-    """An image that cannot be used: unreadable, wrong dimension, non-finite or misaligned."""
+PROBE_PREFIX = ".hieseg-probe-"
+_SHORT_READ = re.compile(r"ideal\s*=\s*(\d+)\s*:\s*actual\s*=\s*(\d+)")
+"""MetaIO's report of a data block shorter than its header announces (written to stderr)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class Geometry:
             mine, theirs = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
             scale = max(1.0, float(np.abs(mine).max(initial=0.0)))
             if mine.shape != theirs.shape or not np.allclose(mine, theirs, atol=GEOMETRY_TOLERANCE * scale):
-                found.append(f"{name} {tuple(np.round(mine, 4))} vs {tuple(np.round(theirs, 4))}")
+                found.append(f"{name} {plain_numbers(mine)} vs {plain_numbers(theirs)}")
         return found
 
     def affine(self) -> np.ndarray:
@@ -61,16 +68,25 @@ class Geometry:
         return matrix
 
 
+def plain_numbers(values: Sequence[float], decimals: int = 4) -> str:
+    """Numbers as ``(1.1102, 1, 2.5)``: rounded, without numpy's type names."""
+    return "(" + ", ".join(f"{round(float(v), decimals):g}" for v in values) + ")"
+
+
 def read_image(path: Path, *, require_finite: bool = True) -> sitk.Image:
     """Read a 3D scalar image, failing with a message that names the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reader error"
-        raise ImageError(f"{path}: cannot be read as an image ({reason})") from exc
+    with _stderr_captured() as reader_messages:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError:
+            image = None
+    if image is None:
+        raise ImageError(f"{path}: cannot be read as an image ({_read_failure(path, ''.join(reader_messages))})")
+    if "".join(reader_messages).strip():
+        LOG.warning("%s: the image reader reports: %s", path, " ".join("".join(reader_messages).split()))
     if image.GetDimension() != 3:
         raise ImageError(f"{path}: expected a 3D image, got {image.GetDimension()}D")
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -83,6 +99,51 @@ def read_image(path: Path, *, require_finite: bool = True) -> sitk.Image:
             bad = int(np.size(array) - np.isfinite(array).sum())
             raise ImageError(f"{path}: contains {bad} NaN or infinite voxel(s)")
     return image
+
+
+def _read_failure(path: Path, reader_messages: str) -> str:
+    """Why SimpleITK could not read a file, in words; its own message blames a missing file for any failure."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty, 0 bytes"
+    short = _SHORT_READ.search(reader_messages)
+    if short:
+        return (f"truncated: the header announces {int(short.group(1))} bytes of voxel data, "
+                f"the file holds {int(short.group(2))} of them")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with _stderr_captured():
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return f"no readable image header in its {size} bytes; not an image or damaged"
+    return f"the header reads but the voxel data do not; the file of {size} bytes is truncated or corrupt"
+
+
+@contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Collect what C++ libraries write to file descriptor 2 meanwhile (ITK's MetaIO diagnostics).
+
+    The readers print several lines of their own on failure, which would break the one-line
+    error of the command lines; the text is appended to the yielded list when the block ends,
+    so the failure can be explained from it.
+    """
+    captured: list[str] = []
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no standard error to redirect (a daemon): nothing to collect
+        yield captured
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))
 
 
 def require_binary(image: sitk.Image, path: Path, what: str = "mask") -> None:
@@ -113,25 +174,75 @@ def from_xyz_array(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
+def require_writable(path: Path, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a file ``path``, or a ``folder``.
+
+    Nothing is created: the deepest existing parent must be a folder in which a file can be
+    made (tried with a probe file, removed at once, so permissions, read-only mounts and root
+    are all judged as the real write will be), and a file's path must not be a folder.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise OutputError(f"{path}: is a folder, so the file cannot be written there")
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file, not a folder")
+    existing = path if folder else path.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{existing}: is not a folder, so {path} cannot be written")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=existing)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {existing} ({exc.strerror})") from exc
+    os.close(handle)
+    os.unlink(probe)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` fill a temporary file in the destination folder, then rename it into place.
 
-    A crash or a full disk therefore never leaves a half-written file where a reader (the
-    challenge platform, a resumed run) would pick it up. The temporary file keeps the
-    destination's suffix, which writers such as SimpleITK use to choose the format.
+    A crash, a full disk, Ctrl-C or SIGTERM (see ``hieseg.cli_common``) therefore never leaves
+    a half-written file where a reader (the challenge platform, a resumed run) would pick it
+    up, and the temporary file is removed. The temporary file keeps the destination's suffix,
+    which writers such as SimpleITK use to choose the format, and gets the mode an ordinary new
+    file would get (0666 less the umask) instead of the private 0600 of temporary files.
+    Failing to write raises :class:`OutputError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
+    temporary: Path | None = None
     try:
-        write(Path(temporary))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+        temporary = Path(name)
+        os.close(handle)
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except OutputError:
         raise
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_image_atomic(image: sitk.Image, path: Path, *, compress: bool = True) -> None:
-    """Write an image with :func:`write_atomic`."""
-    write_atomic(path, lambda temporary: sitk.WriteImage(image, str(temporary), compress))
+    """Write an image with :func:`write_atomic`; a writer failure is an :class:`OutputError`."""
+
+    def write(temporary: Path) -> None:
+        try:
+            sitk.WriteImage(image, str(temporary), compress)
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()
+            raise OutputError(f"{path}: cannot be written ({reason[-1] if reason else 'writer error'})") from exc
+
+    write_atomic(path, write)

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from hieseg.brain import brain_of, check_brain
 from hieseg.cli_common import configure_logging, run_reporting_errors
-from hieseg.config import CONFIG_FILENAME
-from hieseg.image_io import ImageError, check_same_geometry, read_image, to_xyz_array, write_image_atomic
+from hieseg.config import CONFIG_FILENAME, InferenceConfig
+from hieseg.errors import ImageError
+from hieseg.image_io import check_same_geometry, read_image, require_writable, to_xyz_array, write_image_atomic
 from hieseg.layout import (
     CONTAINER_ADC_DIR,
     CONTAINER_OUTPUT_DIR,
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weights folder (env HIESEG_MODEL; default /opt/ml/model if it holds a model, "
                              "else the bundled model/)")
     parser.add_argument("--device", default=os.environ.get("HIESEG_DEVICE", "auto"),
-                        help="auto (CUDA if available), cuda or cpu (env HIESEG_DEVICE)")
+                        help="auto (CUDA if available), cpu, cuda or cuda:N (env HIESEG_DEVICE)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="flip test-time augmentation (default: as saved in config.json)")
     parser.add_argument("--threshold", type=float, help="probability threshold (default: as saved)")
@@ -81,16 +83,20 @@ def single_image(folder: Path) -> Path:
 
 
 def read_input_case(input_root: Path) -> CaseImages:
-    """Read and check the ADC and Z_ADC of the container's single case."""
+    """Read and check the ADC and Z_ADC of the container's single case (see :func:`hieseg.brain.check_brain`)."""
     adc_file = single_image(input_root / CONTAINER_ADC_DIR)
     zadc_file = single_image(input_root / CONTAINER_ZADC_DIR)
     adc = read_image(adc_file)
     zadc = read_image(zadc_file)
     check_same_geometry(adc, adc_file, zadc, zadc_file)
-    if not (sitk.GetArrayViewFromImage(adc) > 0).any():
-        raise ImageError(f"{adc_file}: no brain voxels (the skull-stripped ADC has no positive value)")
+    check_brain(adc, adc_file, zadc, zadc_file)
     files = CaseFiles(case_id=adc_file.stem, adc=adc_file, zadc=zadc_file, label=None)
     return CaseImages(files=files, adc=adc, zadc=zadc, label=None)
+
+
+def output_path(input_root: Path, output_root: Path) -> Path:
+    """Where the mask goes: the output folder of the interface, under the ADC file's name."""
+    return output_root / CONTAINER_OUTPUT_DIR / single_image(input_root / CONTAINER_ADC_DIR).name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,23 +105,25 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         started = time.perf_counter()
-        case = read_input_case(args.input)
-        truth = _read_truth(args.truth, case) if args.truth else None
-        model_dir = args.model or default_model_dir()
-        device = select_device(args.device)
-        bundle = load_bundle(model_dir, device)
-        LOG.info("model %s: %d weight file(s) on %s", model_dir, len(bundle.networks), device)
         overrides = {key: value for key, value in (
             ("tta_flips", args.tta), ("threshold", args.threshold), ("min_component_mm3", args.min_component_mm3),
         ) if value is not None}
+        InferenceConfig(**overrides)  # a bad flag fails here, before any work
+        device = select_device(args.device)
+        out_path = output_path(args.input, args.output)
+        require_writable(out_path)
+        case = read_input_case(args.input)
+        truth = _read_truth(args.truth, case) if args.truth else None
+        model_dir = args.model or default_model_dir()
+        bundle = load_bundle(model_dir, device)
+        LOG.info("model %s: %d weight file(s) on %s", model_dir, len(bundle.networks), device)
         mask = Predictor.from_bundle(bundle, device, **overrides).mask_image(case)
-        out_path = args.output / CONTAINER_OUTPUT_DIR / case.files.adc.name
         write_image_atomic(mask, out_path)
         lesion_ml = float(sitk.GetArrayViewFromImage(mask).sum()) * np.prod(case.adc.GetSpacing()) / 1000.0
         print(f"wrote {out_path} (lesion volume {lesion_ml:.2f} ml) in {time.perf_counter() - started:.1f} s")
         if truth is not None:
             scores = score_case(to_xyz_array(mask, np.uint8), truth, case.adc.GetSpacing(),
-                                brain=to_xyz_array(case.adc) > 0, case_id=case.files.case_id)
+                                brain=brain_of(case.adc), case_id=case.files.case_id)
             print(f"against {args.truth}: Dice {scores.dice:.4f}, MASD {scores.masd_mm:.2f} mm, NSD {scores.nsd:.4f}")
         return 0
 

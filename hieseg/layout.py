@@ -24,7 +24,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from hieseg.image_io import ImageError, check_same_geometry, read_image, require_binary
+from hieseg.brain import check_brain
+from hieseg.errors import DatasetError, ImageError
+from hieseg.image_io import check_same_geometry, read_image, require_binary
 
 ADC_DIR = "1ADC_ss"
 ZADC_DIR = "2Z_ADC"
@@ -41,10 +43,6 @@ _INTERFACES = json.loads(INTERFACES_FILE.read_text())
 CONTAINER_ADC_DIR = Path(_INTERFACES["inputs"]["adc"]["relative_path"])
 CONTAINER_ZADC_DIR = Path(_INTERFACES["inputs"]["zadc"]["relative_path"])
 CONTAINER_OUTPUT_DIR = Path(_INTERFACES["outputs"]["lesion"]["relative_path"])
-
-
-class DatasetError(ValueError):
-    """A data folder that does not follow the release layout, naming the case at fault."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,10 @@ def _ids_in(folder: Path, pattern: str) -> set[str]:
 
 
 def load_case(files: CaseFiles) -> CaseImages:
-    """Read a case's images and check they share one grid and the label is binary."""
+    """Read a case's images and check they share one grid, the ADC has a brain and the label is binary.
+
+    Images that contradict the ADC's brain are logged as warnings (:func:`hieseg.brain.check_brain`).
+    """
     try:
         adc = read_image(files.adc)
         zadc = read_image(files.zadc)
@@ -128,6 +129,7 @@ def load_case(files: CaseFiles) -> CaseImages:
             label = read_image(files.label)
             check_same_geometry(adc, files.adc, label, files.label)
             require_binary(label, files.label, "label")
+        check_brain(adc, files.adc, zadc, files.zadc, label, files.label)
     except ImageError as exc:
         raise DatasetError(f"case {files.case_id}: {exc}") from exc
     return CaseImages(files=files, adc=adc, zadc=zadc, label=label)

@@ -30,7 +30,7 @@ import torch
 from monai.losses import DiceFocalLoss, DiceLoss, HausdorffDTLoss, LogHausdorffDTLoss, TverskyLoss
 from torch import nn
 
-from hieseg.config import LossConfig
+from hieseg.config import LOSS_NAMES, LossConfig
 
 POOL_BATCH: bool = True
 """Compute the Dice/Tversky ratios over the pooled batch rather than per sample."""
@@ -114,12 +114,10 @@ _BUILDERS: dict[str, Callable[[LossConfig], nn.Module]] = {
     "tversky_hausdorffdt": _with_boundary(_tversky),
 }
 
-LOSS_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+if tuple(_BUILDERS) != LOSS_NAMES:
+    raise ImportError(f"hieseg.losses builds {tuple(_BUILDERS)} but hieseg.config names {LOSS_NAMES}")
 
 
 def build_loss(config: LossConfig) -> nn.Module:
-    """The loss named by ``config.name``, taking logits and 0/1 labels of shape (B, 1, X, Y, Z)."""
-    builder = _BUILDERS.get(config.name)
-    if builder is None:
-        raise ValueError(f"unknown loss {config.name!r}; valid names: {', '.join(LOSS_NAMES)}")
-    return builder(config)
+    """The loss named by ``config.name`` (checked by the config), taking logits and 0/1 labels of shape (B, 1, X, Y, Z)."""
+    return _BUILDERS[config.name](config)

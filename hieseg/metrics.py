@@ -57,6 +57,9 @@ import numpy as np
 import torch
 from monai.metrics.utils import get_edge_surface_distance
 
+from hieseg.errors import InputError
+from hieseg.image_io import plain_numbers
+
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 """Tolerance of the official NSD."""
 BURDEN_LOW = 0.01
@@ -121,7 +124,7 @@ def score_case(
         raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
     spacing = checked_spacing(spacing)
     if not (math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0):
-        raise ValueError(f"NSD tolerance must be a finite number >= 0 mm, got {nsd_tolerance_mm}")
+        raise InputError(f"NSD tolerance must be a finite number >= 0 mm, got {nsd_tolerance_mm}")
     masd_mm, nsd = surface_scores(pred, truth, spacing, nsd_tolerance_mm)
     voxel_ml = float(np.prod(spacing)) / MM3_PER_ML
     truth_voxels = int(truth.sum())
@@ -279,10 +282,10 @@ def _brain_voxels(brain: np.ndarray | None, shape: tuple[int, ...]) -> int | Non
 
 
 def checked_spacing(spacing: tuple[float, ...]) -> tuple[float, float, float]:
-    """The spacing as three floats, or ValueError unless they are three positive finite numbers."""
+    """The spacing as three floats, or :class:`InputError` unless they are three positive finite numbers."""
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be three positive finite numbers (mm), got {spacing}")
+        raise InputError(f"spacing must be three positive finite numbers (mm), got {plain_numbers(values)}")
     return values  # type: ignore[return-value]
 
 

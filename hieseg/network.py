@@ -11,12 +11,10 @@ from hieseg.config import NetworkConfig
 
 
 def build_network(config: NetworkConfig) -> torch.nn.Module:
-    """A MONAI 3D U-Net that maps (B, 2, X, Y, Z) inputs to (B, 1, X, Y, Z) lesion logits."""
-    if len(config.strides) != len(config.channels) - 1:
-        raise ValueError(
-            f"network needs one stride per down-sampling step: got {len(config.channels)} channel levels "
-            f"and {len(config.strides)} strides"
-        )
+    """A MONAI 3D U-Net that maps (B, 2, X, Y, Z) inputs to (B, 1, X, Y, Z) lesion logits.
+
+    ``config`` was validated when it was built (one stride per level, prior in (0, 1), ...).
+    """
     network = UNet(
         spatial_dims=3,
         in_channels=config.in_channels,
@@ -38,8 +36,6 @@ def _initialise_output_bias(network: torch.nn.Module, prior: float) -> None:
     first hundreds of steps only unlearn that; the U-Net's logits are the output of its last
     convolution (plus a residual path), so shifting that bias shifts every logit.
     """
-    if not 0.0 < prior < 1.0:
-        raise ValueError(f"network.output_prior must be in (0, 1), got {prior}")
     last = [m for m in network.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))][-1]
     with torch.no_grad():
         last.bias.fill_(math.log(prior / (1.0 - prior)))

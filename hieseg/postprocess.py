@@ -24,3 +24,30 @@ def remove_small_components(mask: np.ndarray, spacing: tuple[float, float, float
     keep = sizes_mm3 >= min_volume_mm3
     keep[0] = False
     return keep[labels].astype(np.uint8)
+
+
+def peak_component(probability: np.ndarray, min_peak: float) -> np.ndarray:
+    """The component around the highest probability (voxels above half the peak), empty below ``min_peak``."""
+    peak = float(probability.max()) if probability.size else 0.0
+    if peak <= 0.0 or peak < min_peak:
+        return np.zeros(probability.shape, dtype=np.uint8)
+    labels, _ = ndimage.label(probability >= peak / 2.0, structure=FULL_CONNECTIVITY)
+    return (labels == labels[np.unravel_index(int(np.argmax(probability)), probability.shape)]).astype(np.uint8)
+
+
+def final_mask(
+    probability: np.ndarray,
+    spacing: tuple[float, float, float],
+    threshold: float,
+    min_component_mm3: float,
+    empty_fallback_probability: float,
+) -> np.ndarray:
+    """Threshold, drop small components and, if nothing is left, fall back to the peak's component.
+
+    The fallback is off when ``empty_fallback_probability`` is 0; otherwise an empty result
+    whose peak probability reaches it becomes :func:`peak_component`.
+    """
+    mask = remove_small_components(binarize(probability, threshold), spacing, min_component_mm3)
+    if empty_fallback_probability > 0.0 and not mask.any():
+        return peak_component(probability, empty_fallback_probability)
+    return mask

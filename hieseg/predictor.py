@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +21,20 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Spacingd
 
+from hieseg.brain import brain_of
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig, InferenceConfig
+from hieseg.errors import ConfigError, ModelError
 from hieseg.image_io import from_xyz_array
 from hieseg.layout import CaseImages
 from hieseg.network import build_network
-from hieseg.postprocess import binarize, remove_small_components
+from hieseg.postprocess import final_mask
 from hieseg.resampling import invert_resampling_on_support
 from hieseg.transforms import IMAGE, case_to_dict, inference_transforms
 
 LOG = logging.getLogger(__name__)
 WEIGHTS_PATTERN = "*.pt"
-
-
-class ModelError(ValueError):
-    """A weights folder that cannot be used: missing, empty or incompatible with its config."""
-
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 @dataclass
 class ModelBundle:
@@ -46,15 +46,26 @@ class ModelBundle:
 
 
 def select_device(requested: str = "auto") -> torch.device:
-    """CUDA when available (or asked for), else CPU; the CPU fallback is logged, never silent."""
+    """CUDA when available (or asked for), else CPU; the CPU fallback is logged, never silent.
+
+    Only the devices the project supports are accepted (``DEVICE_CHOICES``); anything else,
+    or a GPU that is not there, is a :class:`ConfigError`.
+    """
+    if not DEVICE_PATTERN.fullmatch(requested):
+        raise ConfigError(f"--device {requested}: not a supported device; use {DEVICE_CHOICES}")
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         LOG.warning("CUDA is not available: running on the CPU (slower)")
         return torch.device("cpu")
     device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was requested but CUDA is not available")
+    if device.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not available:
+            raise ConfigError(f"--device {requested}: CUDA is not available on this machine")
+        if (device.index or 0) >= available:
+            raise ConfigError(f"--device {requested}: this machine has {available} CUDA device(s), cuda:0 to "
+                              f"cuda:{available - 1}")
     return device
 
 
@@ -66,7 +77,7 @@ def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
         raise ModelError(f"{config_path}: missing; a weights folder needs the config.json written by train.py")
     try:
         config = ExperimentConfig.load(config_path)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise ModelError(str(exc)) from exc
     weight_files = sorted(model_dir.glob(WEIGHTS_PATTERN))
     if not weight_files:
@@ -76,14 +87,39 @@ def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
 
 
 def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> torch.nn.Module:
+    """The network of ``config`` with the weights of ``path``; a file that is not such weights is a :class:`ModelError`."""
     network = build_network(config.network)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
-    except Exception as exc:  # torch raises many types for corrupt or mismatched files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: incompatible with {CONFIG_FILENAME} or unreadable ({first_line})") from exc
+    except Exception as exc:  # torch raises many types (pickle, zip, EOF) for a damaged file
+        raise ModelError(f"{path}: unreadable weights file ({path.stat().st_size} bytes): not a state dict "
+                         "saved by train.py, or truncated or corrupt") from exc
+    problem = _state_mismatch(network.state_dict(), state)
+    if problem:
+        raise ModelError(f"{path}: incompatible with the network of {CONFIG_FILENAME}: {problem}")
+    network.load_state_dict(state)
     return network.to(device).eval()
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], state: object) -> str:
+    """What keeps ``state`` from loading into a network whose state dict is ``expected`` ('' when it fits)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "it holds no state dict of tensors"
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    resized = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    if not (missing or unexpected or resized):
+        return ""
+    counts = f"{len(missing)} missing, {len(unexpected)} unexpected and {len(resized)} differently shaped tensor(s)"
+    if resized:
+        key = resized[0]
+        return (f"{counts}; e.g. {key} has shape {_shape(state[key])} in the file and "
+                f"{_shape(expected[key])} in the network")
+    return f"{counts}; e.g. {(missing or unexpected)[0]}"
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return " x ".join(str(size) for size in tensor.shape)
 
 
 class Predictor:
@@ -112,9 +148,9 @@ class Predictor:
         return cls(bundle.config, bundle.networks, device, settings)
 
     def probability(self, case: CaseImages) -> np.ndarray:
-        """Lesion probability on the case's native grid, axes (x, y, z)."""
+        """Lesion probability on the case's native grid, axes (x, y, z); 0 outside the brain (ADC > 0)."""
         network_input = self.preprocess(case)
-        return self.to_native(self.predict(network_input), network_input)
+        return self.to_native(self.predict(network_input), network_input) * brain_of(case.adc)
 
     def preprocess(self, case: CaseImages) -> MetaTensor:
         """The resampled, normalised, brain-cropped 2-channel input, carrying its inversion record."""
@@ -144,8 +180,13 @@ class Predictor:
 
     def mask(self, case: CaseImages) -> np.ndarray:
         """Binary uint8 lesion mask on the native grid, axes (x, y, z)."""
-        mask = binarize(self.probability(case), self.settings.threshold)
-        return remove_small_components(mask, case.adc.GetSpacing(), self.settings.min_component_mm3)
+        return final_mask(
+            self.probability(case),
+            case.adc.GetSpacing(),
+            self.settings.threshold,
+            self.settings.min_component_mm3,
+            self.settings.empty_fallback_probability,
+        )
 
     def mask_image(self, case: CaseImages) -> sitk.Image:
         """The mask as an image with exactly the ADC's size, spacing, origin and direction."""

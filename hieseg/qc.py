@@ -27,8 +27,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from hieseg.brain import brain_mask
 from hieseg.cli_common import run_reporting_errors
-from hieseg.image_io import check_same_geometry, read_image
+from hieseg.errors import ConfigError, ImageError
+from hieseg.image_io import check_same_geometry, read_image, require_writable, write_atomic
 
 DEFAULT_MAX_SLICES = 12
 FALLBACK_SLICES = 5
@@ -64,11 +66,11 @@ def write_montage(
 ) -> list[int]:
     """Draw the montage as a PNG at ``out`` and return the axial slice indices shown."""
     if max_slices < 1:
-        raise ValueError(f"max_slices must be at least 1, got {max_slices}")
+        raise ConfigError(f"--max-slices must be at least 1, got {max_slices}")
     images = {"Z_ADC": zadc, "prediction": pred} | ({"truth": truth} if truth is not None else {})
     for name, image in images.items():
         if image.GetSize() != adc.GetSize():
-            raise ValueError(f"{name} size {image.GetSize()} differs from ADC size {adc.GetSize()}")
+            raise ImageError(f"{name} size {image.GetSize()} differs from ADC size {adc.GetSize()}")
     adc_zyx = sitk.GetArrayFromImage(adc).astype(np.float32)
     pred_zyx = sitk.GetArrayFromImage(pred) > 0
     truth_zyx = sitk.GetArrayFromImage(truth) > 0 if truth is not None else None
@@ -92,7 +94,7 @@ def select_slices(
     with_lesion = np.flatnonzero(lesion.any(axis=(1, 2)))
     if with_lesion.size:
         return evenly_spaced(with_lesion, max_slices)
-    with_brain = np.flatnonzero((adc > 0).any(axis=(1, 2)))
+    with_brain = np.flatnonzero(brain_mask(adc).any(axis=(1, 2)))
     candidates = with_brain if with_brain.size else np.arange(adc.shape[0])
     return evenly_spaced(candidates, min(max_slices, FALLBACK_SLICES))
 
@@ -125,8 +127,7 @@ def _draw(rows: list[MontageRow], slices: list[int], aspect: float, out: Path) -
                     ha="right", va="center", transform=axes.transAxes,
                 )
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, format="png", dpi=DPI, facecolor="black")
+    write_atomic(out, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI, facecolor="black"))
 
 
 def _overlay(axes, mask: np.ndarray, colour: str, aspect: float) -> None:
@@ -164,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _montage(args: argparse.Namespace) -> int:
+    require_writable(args.out)
     adc = read_image(args.adc)
     others = {path: read_image(path) for path in (args.zadc, args.pred, args.truth) if path is not None}
     for path, image in others.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from hieseg.errors import ConfigError, DatasetError
 from hieseg.metrics import BURDEN_GROUPS, burden_group
 
 
@@ -15,9 +16,9 @@ def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: i
     and the same seed always yields the same folds.
     """
     if folds < 2:
-        raise ValueError(f"need at least 2 folds, got {folds}")
+        raise ConfigError(f"need at least 2 folds, got {folds}")
     if len(case_ids) < folds:
-        raise ValueError(f"cannot split {len(case_ids)} cases into {folds} folds")
+        raise DatasetError(f"cannot split {len(case_ids)} cases into {folds} folds")
     rng = random.Random(seed)
     assignment: list[list[str]] = [[] for _ in range(folds)]
     offset = 0
@@ -43,13 +44,13 @@ def train_validation_split(
     if validation_ids:
         unknown = sorted(set(validation_ids) - set(case_ids))
         if unknown:
-            raise ValueError(f"validation case(s) not in the data folder: {', '.join(unknown)}")
+            raise DatasetError(f"validation case(s) not in the data folder: {', '.join(unknown)}")
         validation = sorted(set(validation_ids))
     else:
         if not 0 <= fold < folds:
-            raise ValueError(f"fold must be in [0, {folds - 1}], got {fold}")
+            raise ConfigError(f"fold must be in [0, {folds - 1}], got {fold}")
         validation = stratified_folds(case_ids, burdens, folds, seed)[fold]
     training = sorted(set(case_ids) - set(validation))
     if not training:
-        raise ValueError("no training cases left after removing the validation cases")
+        raise DatasetError("no training cases left after removing the validation cases")
     return training, validation

@@ -53,9 +53,11 @@ from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
 from hieseg import training
+from hieseg.brain import brain_of
 from hieseg.ceiling import resampling_ceiling
 from hieseg.cli_common import build_config, configure_logging, parse_overrides, run_reporting_errors
 from hieseg.config import ExperimentConfig
+from hieseg.errors import ConfigError, DatasetError
 from hieseg.evaluate import METRIC_TITLES
 from hieseg.image_io import to_xyz_array, write_atomic, write_image_atomic
 from hieseg.layout import CaseFiles, discover_cases, load_case
@@ -165,12 +167,12 @@ def parse_losses(text: str) -> tuple[str, ...]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in LOSS_NAMES]
     if unknown or not names:
-        raise ValueError(
+        raise ConfigError(
             f"--losses: unknown loss name(s) {', '.join(unknown) or '(none given)'}; "
             f"use {ALL_LOSSES!r} or a comma list of: {', '.join(LOSS_NAMES)}"
         )
     if len(set(names)) != len(names):
-        raise ValueError(f"--losses: a loss is listed twice in {text!r}")
+        raise ConfigError(f"--losses: a loss is listed twice in {text!r}")
     return tuple(names)
 
 
@@ -221,7 +223,7 @@ def check_settings(path: Path, settings: dict[str, object]) -> None:
         for key, (old, new) in _flat_differences(recorded, current).items()
     ]
     if differences:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: this study was started with other settings ({'; '.join(differences)}); "
             "rerun with the same ones or choose another --out"
         )
@@ -247,12 +249,12 @@ def folds_for(path: Path, burdens: Mapping[str, float], config: ExperimentConfig
     recorded_ids = sorted(case_id for fold in recorded["folds"] for case_id in fold)
     if recorded_ids != ids:
         added, removed = sorted(set(ids) - set(recorded_ids)), sorted(set(recorded_ids) - set(ids))
-        raise ValueError(
+        raise DatasetError(
             f"{path}: the data's cases no longer match the study's folds (new: {', '.join(added) or 'none'}; "
             f"gone: {', '.join(removed) or 'none'}); choose another --out"
         )
     if recorded["folds"] != folds:
-        raise ValueError(
+        raise DatasetError(
             f"{path}: the cases' lesion burdens changed since the folds were made, so the folds would differ; "
             "choose another --out"
         )
@@ -296,7 +298,7 @@ def predict_and_score(study: Study, loss: str, run_dir: Path, held_out: list[Cas
             to_xyz_array(mask, np.uint8),
             to_xyz_array(case.label, np.uint8),
             case.adc.GetSpacing(),
-            brain=to_xyz_array(case.adc) > 0,
+            brain=brain_of(case.adc),
             nsd_tolerance_mm=study.nsd_tolerance_mm,
             case_id=files.case_id,
         )
@@ -538,7 +540,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     settings = parse_overrides(args.set)
     fixed = sorted(set(settings) & set(PER_RUN_KEYS))
     if fixed:
-        raise ValueError(f"--set {', '.join(fixed)}: the study sets these per run; choose losses with --losses")
+        raise ConfigError(f"--set {', '.join(fixed)}: the study sets these per run; choose losses with --losses")
     flags = {"train.folds": args.folds, "train.epochs": args.epochs, "train.seed": args.seed}
     return build_config(args.config, flags, settings)
 

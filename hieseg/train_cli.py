@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from hieseg.cli_common import build_config, configure_logging, parse_overrides, run_reporting_errors
-from hieseg.config import ExperimentConfig
-from hieseg.losses import LOSS_NAMES
+from hieseg.config import LOSS_NAMES, ExperimentConfig
+from hieseg.errors import ConfigError
 from hieseg.predictor import select_device
 from hieseg.training import train
 from hieseg.tuning import TUNING_JSON, tune_trained_folder
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-cases", help="comma-separated case ids to validate on instead of a fold")
     parser.add_argument("--epochs", type=int, help="maximum number of epochs")
     parser.add_argument("--seed", type=int, help="random seed for splits, sampling and initialisation")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cuda or cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue from runs/<fold>/last.ckpt")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         validation_ids = [c.strip() for c in args.val_cases.split(",") if c.strip()] if args.val_cases else None
         if args.all_folds and validation_ids:
-            raise ValueError("--all-folds and --val-cases exclude each other")
+            raise ConfigError("--all-folds and --val-cases exclude each other")
         folds = range(config.train.folds) if args.all_folds else [config.train.fold]
         runs = []
         for fold in folds:
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen = tuned.chosen
             print(
                 f"post-processing tuned on {len(tuned.case_ids)} validation case(s): threshold {chosen.threshold:g}, "
-                f"min component {chosen.min_component_mm3:g} mm3, flip TTA {'on' if chosen.tta_flips else 'off'} "
+                f"min component {chosen.min_component_mm3:g} mm3, empty fallback {chosen.empty_fallback_probability:g}, "
+                f"flip TTA {'on' if chosen.tta_flips else 'off'} "
                 f"(Dice {chosen.dice:.3f}, MASD {chosen.masd_mm:.2f} mm, NSD {chosen.nsd:.3f}); "
                 f"every candidate in {args.out / TUNING_JSON}"
             )

@@ -6,15 +6,24 @@ Outputs in ``out_dir``:
 * ``<name>.pt``: the best weights (state dict) by validation Dice, ``fold<k>.pt`` by default;
 * ``runs/<name>/metrics.csv``, ``runs/<name>/tensorboard/`` and ``runs/<name>/last.ckpt``
   (everything needed to resume).
+
+Resuming continues bit for bit as if the run had never stopped: every random state of an
+epoch (torch, numpy, python, the loader's shuffling, the augmentation transforms in the main
+process and in each loader worker) is derived from (seed, epoch) when the epoch starts, so the
+epoch number saved in the checkpoint restores them all. Every file is replaced atomically
+after each epoch, so a run killed at any moment (SIGTERM, Ctrl-C) leaves a consistent
+``last.ckpt``; a resumed run drops the log rows past it. A fresh run starts fresh logs.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +37,10 @@ from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
+from hieseg.brain import brain_of
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig
-from hieseg.image_io import write_atomic
+from hieseg.errors import ConfigError, DatasetError, ModelError, OutputError
+from hieseg.image_io import require_writable, write_atomic
 from hieseg.layout import CaseImages, discover_cases, load_case
 from hieseg.losses import build_loss
 from hieseg.metrics import dice_score
@@ -41,8 +52,11 @@ from hieseg.transforms import IMAGE, LABEL, case_to_dict, training_transforms
 
 LOG = logging.getLogger(__name__)
 METRICS_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_FILE = "last.ckpt"
+CHECKPOINT_KEYS = frozenset({"config", "model", "optimizer", "scheduler", "scaler", "state"})
 METRIC_FIELDS = ("epoch", "train_loss", "val_dice", "learning_rate", "seconds")
-TUNED_INFERENCE_KEYS = ("threshold", "min_component_mm3", "tta_flips")
+TUNED_INFERENCE_KEYS = ("threshold", "min_component_mm3", "empty_fallback_probability", "tta_flips")
 """Inference settings that post-processing tuning rewrites in config.json after training."""
 
 
@@ -71,7 +85,7 @@ class _State:
 
 def lesion_burden(case: CaseImages) -> float:
     """Lesion voxels as a fraction of brain voxels (ADC > 0)."""
-    brain = int((sitk.GetArrayViewFromImage(case.adc) > 0).sum())
+    brain = int(brain_of(case.adc).sum())
     lesion = int(sitk.GetArrayViewFromImage(case.label).sum()) if case.label is not None else 0
     return lesion / brain if brain else 0.0
 
@@ -96,13 +110,17 @@ def train(
     device: str = "auto",
     progress: bool = True,
 ) -> TrainingResult:
-    """Train one model and keep its best weights by validation Dice in the native grid."""
+    """Train one model and keep its best weights by validation Dice in the native grid.
+
+    ``out_dir`` must be writable and, unless ``resume``, hold no checkpoint of this run; both
+    are checked before any work.
+    """
     out_dir = Path(out_dir)
     name = run_name(config, validation_ids)
-    run_dir = out_dir / "runs" / name
-    checkpoint_path = run_dir / "last.ckpt"
+    checkpoint_path = out_dir / "runs" / name / CHECKPOINT_FILE
+    require_writable(out_dir, folder=True)
     if checkpoint_path.exists() and not resume:
-        raise FileExistsError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+        raise OutputError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
     with _torch_threads(intra_op_threads(config)):
         return _train(config, data_root, out_dir, name, validation_ids, resume, device, progress)
 
@@ -118,7 +136,7 @@ def _train(
     progress: bool,
 ) -> TrainingResult:
     run_dir = out_dir / "runs" / name
-    checkpoint_path = run_dir / "last.ckpt"
+    checkpoint_path = run_dir / CHECKPOINT_FILE
     set_determinism(seed=config.train.seed)
     torch_device = select_device(device)
 
@@ -135,11 +153,8 @@ def _train(
         validation_ids=validation_ids,
     )
     LOG.info("%d training and %d validation cases", len(training_ids), len(validation))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(config, out_dir)
+    check_labels(data_root, [by_id[i] for i in training_ids], [by_id[i] for i in validation])
 
-    loader = _training_loader(config, [by_id[i] for i in training_ids], torch_device)
     network = build_network(config.network).to(torch_device)
     loss_function = build_loss(config.loss)
     optimizer = torch.optim.AdamW(
@@ -152,14 +167,18 @@ def _train(
     if resume and checkpoint_path.exists():
         state = _load_checkpoint(checkpoint_path, config, network, optimizer, scheduler, scaler)
         LOG.info("resumed %s at epoch %d", checkpoint_path, state.epoch)
+    _write_config(config, out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loader = _training_loader(config, [by_id[i] for i in training_ids], torch_device)
 
     weights_path = out_dir / f"{name}.pt"
     validation_cases = [by_id[i] for i in validation]
-    history = read_history(run_dir / METRICS_FILE)
-    writer = _tensorboard_writer(run_dir)
+    history = _continued_history(run_dir, state.epoch)
+    writer = _tensorboard_writer(run_dir, state.epoch)
     epochs = tqdm(range(state.epoch, config.train.epochs), desc=f"training {name}", disable=not progress, unit="epoch")
     for epoch in epochs:
         started = time.perf_counter()
+        seed_epoch(loader, epoch_seed(config.train.seed, epoch))
         train_loss = _train_epoch(config, network, loader, loss_function, optimizer, scaler, torch_device, progress)
         scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": math.nan,
@@ -176,10 +195,11 @@ def _train(
         row["seconds"] = time.perf_counter() - started
         state.epoch = epoch + 1
         history.append(row)
-        _append_metrics(run_dir / METRICS_FILE, row)
+        _write_metrics(run_dir / METRICS_FILE, history)
         for key in ("train_loss", "val_dice", "learning_rate"):
             if not math.isnan(row[key]):
                 writer.add_scalar(key, row[key], epoch + 1)
+        writer.flush()
         _save_checkpoint(checkpoint_path, config, network, optimizer, scheduler, scaler, state)
         epochs.set_postfix(loss=f"{train_loss:.4f}", best_dice=f"{max(state.best_dice, 0):.3f}")
         if config.train.patience and state.stale_validations >= config.train.patience:
@@ -195,6 +215,49 @@ def _train(
         validation_ids=validation,
         history=history,
     )
+
+
+def check_labels(data_root: Path, training: list[CaseImages], validation: list[CaseImages]) -> None:
+    """Refuse training cases whose labels are all empty; warn when every validation label is."""
+    if not any(_has_lesion(case) for case in training):
+        raise DatasetError(
+            f"{data_root}: the labels of all {len(training)} training case(s) are empty (no lesion voxel), "
+            "so there is nothing to learn; check the 3LABEL/ files"
+        )
+    if not any(_has_lesion(case) for case in validation):
+        LOG.warning("the labels of all %d validation case(s) are empty: validation Dice only rewards empty masks",
+                    len(validation))
+
+
+def _has_lesion(case: CaseImages) -> bool:
+    return case.label is not None and bool(sitk.GetArrayViewFromImage(case.label).any())
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The 32-bit seed of one epoch's randomness, from the run's seed and the epoch (0-based)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def seed_epoch(loader: DataLoader, seed: int) -> None:
+    """Set every random state an epoch uses from ``seed``, so any epoch can be replayed exactly.
+
+    torch (dropout), numpy and python; the loader's generator, which shuffles the cases and
+    gives each of the epoch's fresh workers its seed (:func:`_seed_worker`); and the
+    augmentation transforms, which draw in the main process when there are no workers.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    loader.generator.manual_seed(seed)
+    loader.dataset.transform.set_random_state(seed=seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Loader worker start: seed its transforms and numpy from the seed torch gave it (drawn from the loader's generator)."""
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    info.dataset.transform.set_random_state(seed=seed)
 
 
 def intra_op_threads(config: ExperimentConfig) -> int:
@@ -233,7 +296,6 @@ def _training_loader(config: ExperimentConfig, cases: list[CaseImages], device: 
     transform = training_transforms(config)
     cache_rate = 1.0 if config.train.cache_cases else 0.0
     dataset = CacheDataset(data, transform=transform, cache_rate=cache_rate, progress=False, num_workers=0)
-    generator = torch.Generator().manual_seed(config.train.seed)
     return DataLoader(
         dataset,
         batch_size=config.train.batch_size,
@@ -241,8 +303,9 @@ def _training_loader(config: ExperimentConfig, cases: list[CaseImages], device: 
         num_workers=config.train.num_workers,
         collate_fn=list_data_collate,
         pin_memory=device.type == "cuda",
-        generator=generator,
-        persistent_workers=config.train.num_workers > 0,
+        generator=torch.Generator(),
+        worker_init_fn=_seed_worker,
+        persistent_workers=False,
     )
 
 
@@ -292,7 +355,10 @@ def training_step(
 
 
 def _cycle(loader: DataLoader):
-    """Batches forever, reshuffling at each pass, so an epoch may be longer than the dataset."""
+    """Batches forever, reshuffling at each pass, so an epoch may be longer than the dataset.
+
+    Each pass starts fresh workers, seeded from the loader's generator (see :func:`seed_epoch`).
+    """
     while True:
         yield from loader
 
@@ -322,26 +388,41 @@ def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
                 for key in TUNED_INFERENCE_KEYS:
                     data["inference"].pop(key)
         if existing != mine:
-            raise ValueError(
+            raise ConfigError(
                 f"{path} holds a different configuration: weights in one folder are ensembled, "
                 "so they must share it; choose another --out"
             )
-    config.save(path)
+    write_atomic(path, config.save)
 
 
-def _tensorboard_writer(run_dir: Path):
+def _continued_history(run_dir: Path, epochs_done: int) -> list[dict[str, float]]:
+    """The log rows a run continues from: none for a fresh run (old logs are removed), else those of its checkpoint.
+
+    A run killed between writing its logs and its checkpoint has rows past the checkpoint's
+    epoch; they are dropped (and TensorBoard purges them, see :func:`_tensorboard_writer`).
+    """
+    if epochs_done == 0:
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
+        return []
+    history = [row for row in read_history(run_dir / METRICS_FILE) if row["epoch"] <= epochs_done]
+    _write_metrics(run_dir / METRICS_FILE, history)
+    return history
+
+
+def _tensorboard_writer(run_dir: Path, epochs_done: int):
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=epochs_done + 1 if epochs_done else None)
 
 
-def _append_metrics(path: Path, row: dict[str, float]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    """Write the whole metrics.csv (a few hundred rows at most) atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    writer.writerows({**row, "epoch": int(row["epoch"])} for row in history)
+    write_atomic(path, lambda temporary: temporary.write_text(text.getvalue()))
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -357,33 +438,30 @@ def _save_atomic(payload: object, path: Path) -> None:
 
 
 def _save_checkpoint(path, config, network, optimizer, scheduler, scaler, state: _State) -> None:
-    _save_atomic(
-        {
-            "config": config.to_dict(),
-            "model": network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "state": vars(state),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
-        },
-        path,
-    )
+    """Everything a resumed run needs; the random states follow from the seed and ``state.epoch``."""
+    checkpoint = {
+        "config": config.to_dict(),
+        "model": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": vars(state),
+    }
+    _save_atomic(checkpoint, path)
 
 
 def _load_checkpoint(path, config, network, optimizer, scheduler, scaler) -> _State:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # the run's own file; checkpoints of earlier versions also hold numpy random states
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # torch raises many types (pickle, zip, EOF) for a damaged file
+        checkpoint = None
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
+        raise ModelError(f"{path}: unreadable checkpoint ({path.stat().st_size} bytes, truncated, corrupt or not "
+                         "written by train.py); delete it to train from the start")
     if checkpoint["config"] != config.to_dict():
-        raise ValueError(f"{path} was written with a different configuration; cannot resume it with this one")
+        raise ConfigError(f"{path} was written with a different configuration; cannot resume it with this one")
     network.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    np.random.set_state(checkpoint["rng"]["numpy"])
-    random.setstate(checkpoint["rng"]["python"])
     return _State(**checkpoint["state"])

@@ -1,10 +1,13 @@
 """MONAI transform pipelines shared by training, validation and inference.
 
-A case enters as a dictionary with a 2-channel ``image`` (ADC, Z_ADC) and optionally a
-1-channel ``label``, both :class:`monai.data.MetaTensor` carrying the native affine. Every
-spatial step is a MONAI invertible transform, so a prediction made on the network's grid
-is brought back to the native grid with :func:`invert_to_native` (MONAI's inverse, the
-reference); the predictor uses the equal but faster ``hieseg.resampling`` for the last step.
+A case enters as a dictionary with a 2-channel ``image`` (ADC, Z_ADC), both set to 0 outside
+the brain (ADC > 0, :mod:`hieseg.brain`), and optionally a 1-channel ``label``, all
+:class:`monai.data.MetaTensor` carrying the native affine. After resampling, the brain on the
+network grid (``brain``: resampled ADC > 0) is what the normalisation measures, the crop keeps
+and the training patches are drawn from. Every spatial step is a MONAI invertible transform,
+so a prediction made on the network's grid is brought back to the native grid with
+:func:`invert_to_native` (MONAI's inverse, the reference); the predictor uses the equal but
+faster ``hieseg.resampling`` for the last step.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     CropForegroundd,
-    NormalizeIntensityd,
+    DeleteItemsd,
+    MapTransform,
     RandAdjustContrastd,
     RandAffined,
     RandCropByPosNegLabeld,
@@ -33,47 +37,77 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from hieseg.brain import brain_mask
 from hieseg.config import AugmentConfig, ExperimentConfig, PreprocessConfig
+from hieseg.errors import ConfigError
 from hieseg.image_io import Geometry, to_xyz_array
 from hieseg.layout import CaseImages
 
 IMAGE = "image"
 LABEL = "label"
+BRAIN = "brain"
+"""The brain on the network grid (1 channel, uint8, 1 inside), made by :class:`NormalizeInBraind`."""
 
 
 def case_to_dict(case: CaseImages) -> dict[str, object]:
-    """Stack ADC and Z_ADC into a 2-channel MetaTensor on the native grid (plus the label)."""
+    """Stack ADC and Z_ADC into a 2-channel MetaTensor on the native grid (plus the label).
+
+    Both channels are set to 0 outside the brain (ADC > 0), so whatever the ADC's background
+    value was, or wherever the Z_ADC strays, every later step sees the same input.
+    """
     affine = torch.as_tensor(Geometry.of(case.adc).affine(), dtype=torch.float64)
-    image = np.stack([to_xyz_array(case.adc), to_xyz_array(case.zadc)])
+    adc = to_xyz_array(case.adc)
+    brain = brain_mask(adc)
+    image = np.stack([np.where(brain, adc, 0), np.where(brain, to_xyz_array(case.zadc), 0)]).astype(np.float32)
     data: dict[str, object] = {IMAGE: MetaTensor(image, affine=affine), "case_id": case.files.case_id}
     if case.label is not None:
         data[LABEL] = MetaTensor(to_xyz_array(case.label)[None], affine=affine.clone())
     return data
 
 
-def preprocess_transforms(config: PreprocessConfig, with_label: bool) -> list:
-    """Resample to the target spacing and z-score each channel inside the brain.
+class NormalizeInBraind(MapTransform):
+    """Z-score each image channel over the brain (ADC channel > 0) and set the rest to 0; record the brain.
 
-    The skull-stripped ADC and the Z_ADC map are both exactly 0 outside the brain, so the
-    non-zero voxels of each channel are the brain and the background stays 0 after scaling.
+    On a native ADC that is exactly 0 outside the brain, this equals MONAI's
+    ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` wherever Z_ADC is non-zero inside
+    the brain; the brain is written under :data:`BRAIN` for the crop and the patch sampling.
     """
+
+    def __init__(self) -> None:
+        super().__init__(keys=[IMAGE])
+
+    def __call__(self, data: dict) -> dict:
+        result = dict(data)
+        image = data[IMAGE]
+        values = image.as_tensor().float()
+        brain = values[0] > 0
+        normalised = torch.zeros_like(values)
+        for channel, channel_values in enumerate(values):
+            inside = channel_values[brain]
+            if inside.numel():
+                mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
+                normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
+        result[IMAGE] = MetaTensor(normalised, meta=image.meta, applied_operations=list(image.applied_operations))
+        result[BRAIN] = MetaTensor(brain[None].to(torch.uint8), meta=image.meta)
+        return result
+
+
+def preprocess_transforms(config: PreprocessConfig, with_label: bool) -> list:
+    """Resample to the target spacing, then z-score each channel inside the brain (:class:`NormalizeInBraind`)."""
     if config.target_spacing is None:
-        raise ValueError("preprocess.target_spacing is unset: training derives it from the data, so a "
-                         "config.json used for prediction must hold it")
+        raise ConfigError("preprocess.target_spacing is unset: training derives it from the data, so a "
+                          "config.json used for prediction must hold it")
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
-    return [
-        Spacingd(keys=keys, pixdim=config.target_spacing, mode=modes),
-        NormalizeIntensityd(keys=IMAGE, nonzero=True, channel_wise=True),
-    ]
+    return [Spacingd(keys=keys, pixdim=config.target_spacing, mode=modes), NormalizeInBraind()]
 
 
 def brain_crop(config: PreprocessConfig, keys: list[str]) -> CropForegroundd:
-    """Crop to the brain's bounding box (non-zero input) plus a margin."""
+    """Crop ``keys`` to the brain's bounding box plus a margin."""
     return CropForegroundd(
         keys=keys,
-        source_key=IMAGE,
-        select_fn=lambda x: x != 0,
+        source_key=BRAIN,
+        select_fn=lambda x: x > 0,
         margin=config.crop_margin,
         allow_smaller=True,
     )
@@ -87,12 +121,16 @@ def inference_transforms(config: ExperimentConfig) -> Compose:
 
 
 def training_transforms(config: ExperimentConfig) -> Compose:
-    """Deterministic preprocessing (cached), then lesion-oversampling patches and augmentation."""
+    """Deterministic preprocessing (cached), then lesion-oversampling patches and augmentation.
+
+    Patches are centred on a lesion voxel (share ``lesion_fraction``) or on another brain voxel,
+    never on the background.
+    """
     patch = config.train.patch_size
     keys = [IMAGE, LABEL]
     deterministic = preprocess_transforms(config.preprocess, with_label=True) + [
-        brain_crop(config.preprocess, keys),
-        SpatialPadd(keys=keys, spatial_size=patch),
+        brain_crop(config.preprocess, [*keys, BRAIN]),
+        SpatialPadd(keys=[*keys, BRAIN], spatial_size=patch),
     ]
     sampling = RandCropByPosNegLabeld(
         keys=keys,
@@ -101,8 +139,10 @@ def training_transforms(config: ExperimentConfig) -> Compose:
         pos=config.train.lesion_fraction,
         neg=1.0 - config.train.lesion_fraction,
         num_samples=config.train.samples_per_case,
+        image_key=BRAIN,
+        image_threshold=0.0,
     )
-    return Compose(deterministic + [sampling] + augmentations(config.augment, patch))
+    return Compose(deterministic + [sampling, DeleteItemsd(keys=BRAIN)] + augmentations(config.augment, patch))
 
 
 def augmentations(config: AugmentConfig, patch: tuple[int, int, int]) -> list:

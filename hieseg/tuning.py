@@ -17,6 +17,7 @@ mean Dice. The winner is written into ``config.json``; every candidate's means g
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -32,13 +33,15 @@ from hieseg.config import CONFIG_FILENAME, ExperimentConfig, TuningConfig
 from hieseg.image_io import to_xyz_array, write_atomic
 from hieseg.layout import CaseImages, discover_cases, load_case
 from hieseg.metrics import score_case
-from hieseg.postprocess import binarize, remove_small_components
+from hieseg.postprocess import final_mask
 from hieseg.predictor import Predictor, load_network
 
 LOG = logging.getLogger(__name__)
 TUNING_JSON = "tuning.json"
 MetricTriple = tuple[float, float, float]
 """(Dice, MASD mm, NSD) of one case under one setting."""
+Setting = tuple[float, float, float]
+"""(threshold, minimum component mm3, empty-fallback peak probability)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Candidate:
 
     threshold: float
     min_component_mm3: float
+    empty_fallback_probability: float
     tta_flips: bool
     dice: float
     masd_mm: float
@@ -84,7 +88,7 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
     tta_options = (False, True) if settings.try_tta else (False,)
     candidates = []
     for tta in tta_options:
-        per_case: list[dict[tuple[float, float], MetricTriple]] = []
+        per_case: list[dict[Setting, MetricTriple]] = []
         for part in held_out:
             predictor = Predictor(
                 config,
@@ -109,26 +113,26 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
 
 def score_settings(
     probability: np.ndarray, case: CaseImages, settings: TuningConfig
-) -> dict[tuple[float, float], MetricTriple]:
-    """Challenge scores of one case's probability map under every (threshold, minimum component) pair.
+) -> dict[Setting, MetricTriple]:
+    """Challenge scores of one case's probability map under every (threshold, minimum component, fallback).
 
-    Raising the minimum size often removes nothing more; the mask is then unchanged and its
-    scores are reused instead of recomputing the surface distances.
+    Most settings leave the mask of a neighbouring one unchanged (a larger minimum size that
+    removes nothing more, a fallback that only acts on empty masks); their scores are then
+    reused instead of recomputing the surface distances.
     """
     truth = to_xyz_array(case.label, np.uint8).astype(bool)
     spacing = tuple(case.adc.GetSpacing())
-    scores: dict[tuple[float, float], MetricTriple] = {}
-    for threshold in settings.thresholds:
-        binary = binarize(probability, threshold)
-        previous: tuple[np.ndarray, MetricTriple] | None = None
-        for size in sorted(settings.min_component_mm3):
-            mask = remove_small_components(binary, spacing, size)
-            if previous is not None and np.array_equal(previous[0], mask):
-                scores[(threshold, size)] = previous[1]
-                continue
+    scores: dict[Setting, MetricTriple] = {}
+    known: list[tuple[np.ndarray, MetricTriple]] = []
+    for setting in itertools.product(settings.thresholds, sorted(settings.min_component_mm3),
+                                     settings.empty_fallback_probability):
+        mask = final_mask(probability, spacing, *setting)
+        reused = next((triple for seen, triple in known if np.array_equal(seen, mask)), None)
+        if reused is None:
             metrics = score_case(mask, truth, spacing)
-            previous = (mask, (metrics.dice, metrics.masd_mm, metrics.nsd))
-            scores[(threshold, size)] = previous[1]
+            reused = (metrics.dice, metrics.masd_mm, metrics.nsd)
+            known.append((mask, reused))
+        scores[setting] = reused
     return scores
 
 
@@ -153,15 +157,17 @@ def apply_tuning(model_dir: Path, result: TuningResult) -> ExperimentConfig:
         {
             "inference.threshold": result.chosen.threshold,
             "inference.min_component_mm3": result.chosen.min_component_mm3,
+            "inference.empty_fallback_probability": result.chosen.empty_fallback_probability,
             "inference.tta_flips": result.chosen.tta_flips,
         }
     )
     write_atomic(model_dir / TUNING_JSON, lambda path: path.write_text(json.dumps(result.to_dict(), indent=2) + "\n"))
     write_atomic(model_dir / CONFIG_FILENAME, config.save)
     LOG.info(
-        "post-processing tuned on %d case(s): threshold %g, min component %g mm3, flip TTA %s "
-        "(Dice %.3f, MASD %.2f mm, NSD %.3f)",
+        "post-processing tuned on %d case(s): threshold %g, min component %g mm3, empty fallback %g, "
+        "flip TTA %s (Dice %.3f, MASD %.2f mm, NSD %.3f)",
         len(result.case_ids), result.chosen.threshold, result.chosen.min_component_mm3,
+        result.chosen.empty_fallback_probability,
         "on" if result.chosen.tta_flips else "off", result.chosen.dice, result.chosen.masd_mm, result.chosen.nsd,
     )
     return config
@@ -183,6 +189,7 @@ def tune_trained_folder(
     return result
 
 
-def _mean_candidate(key: tuple[float, float], tta: bool, scores: list[MetricTriple]) -> Candidate:
+def _mean_candidate(key: Setting, tta: bool, scores: list[MetricTriple]) -> Candidate:
     dice, masd, nsd = (float(v) for v in np.mean(np.asarray(scores, dtype=float), axis=0))
-    return Candidate(threshold=key[0], min_component_mm3=key[1], tta_flips=tta, dice=dice, masd_mm=masd, nsd=nsd)
+    return Candidate(threshold=key[0], min_component_mm3=key[1], empty_fallback_probability=key[2], tta_flips=tta,
+                     dice=dice, masd_mm=masd, nsd=nsd)

@@ -1,15 +1,19 @@
-"""Shared fixtures: small synthetic cases on disk and a tiny, fast configuration."""
+"""Shared fixtures: small synthetic cases on disk, a tiny, fast configuration, a container's folders."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from hieseg.config import ExperimentConfig
-from hieseg.synthetic import write_release
+from hieseg.synthetic import make_case, write_container_case, write_release
 
 SMALL_SIZE = (96, 96, 20)
+UUID = "1b2c3d4e-0000-4000-8000-000000000001"
 
 
 def tiny_config(**overrides: object) -> ExperimentConfig:
@@ -56,3 +60,52 @@ def untrained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     torch.save(build_network(config.network).state_dict(), folder / "fold0.pt")
     return folder
+
+
+@pytest.fixture
+def container(tmp_path: Path, untrained_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A one-case /input, an empty /output and a weights folder, wired through the environment."""
+    paths = {"input": tmp_path / "input", "output": tmp_path / "output", "model": untrained_model_dir}
+    write_container_case(paths["input"], make_case("CASE", seed=5, size=SMALL_SIZE), UUID)
+    paths["output"].mkdir()
+    monkeypatch.setenv("HIESEG_INPUT", str(paths["input"]))
+    monkeypatch.setenv("HIESEG_OUTPUT", str(paths["output"]))
+    monkeypatch.setenv("HIESEG_MODEL", str(paths["model"]))
+    monkeypatch.setenv("HIESEG_DEVICE", "cpu")
+    return paths
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder`` (hidden temporary files included), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def rewrite(path: Path, array: np.ndarray | None = None, **geometry: tuple) -> None:
+    """Rewrite an image file with another voxel array and/or geometry (``Origin=(...)``, ``Spacing=...``)."""
+    image = sitk.ReadImage(str(path))
+    new = sitk.GetImageFromArray(sitk.GetArrayFromImage(image) if array is None else array)
+    new.CopyInformation(image)
+    for name, value in geometry.items():
+        getattr(new, f"Set{name}")(value)
+    sitk.WriteImage(new, str(path))
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder path in which no file can be created, for this user (root ignores permission bits)."""
+    if os.geteuid() == 0:
+        if not Path("/sys").is_dir() or _can_create_in(Path("/sys")):
+            pytest.skip("running as root without a folder that refuses new files (/sys)")
+        return Path("/sys/hieseg-unwritable")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return locked / "out"
+
+
+def _can_create_in(folder: Path) -> bool:
+    try:
+        (folder / ".hieseg-probe").touch()
+    except OSError:
+        return False
+    (folder / ".hieseg-probe").unlink()
+    return True

@@ -33,13 +33,14 @@ def hand_made_case() -> tuple[CaseImages, np.ndarray]:
 
 
 def candidate(dice: float, masd: float, nsd: float, threshold: float = 0.5) -> Candidate:
-    return Candidate(threshold=threshold, min_component_mm3=0.0, tta_flips=False, dice=dice, masd_mm=masd, nsd=nsd)
+    return Candidate(threshold=threshold, min_component_mm3=0.0, empty_fallback_probability=0.0, tta_flips=False,
+                     dice=dice, masd_mm=masd, nsd=nsd)
 
 
 def test_scores_every_setting_on_the_native_grid() -> None:
     case, probability = hand_made_case()
-    settings = TuningConfig(thresholds=(0.4, 0.5), min_component_mm3=(0.0, 5.0))
-    scores = score_settings(probability, case, settings)
+    settings = TuningConfig(thresholds=(0.4, 0.5), min_component_mm3=(0.0, 5.0), empty_fallback_probability=(0.0,))
+    scores = {key[:2]: value for key, value in score_settings(probability, case, settings).items()}
     assert set(scores) == {(0.4, 0.0), (0.4, 5.0), (0.5, 0.0), (0.5, 5.0)}
     assert scores[(0.5, 0.0)] == pytest.approx((1.0, 0.0, 1.0))
     # at 0.4 the 2-voxel speck joins: Dice = 2 * 64 / (66 + 64)
@@ -48,6 +49,15 @@ def test_scores_every_setting_on_the_native_grid() -> None:
     assert masd > 0.2 and nsd < 0.99  # the speck lies about 20 mm from the lesion
     # a 5 mm3 minimum removes the 2 mm3 speck again
     assert scores[(0.4, 5.0)] == pytest.approx((1.0, 0.0, 1.0))
+
+
+def test_empty_fallback_keeps_the_peak_only_when_the_mask_is_empty() -> None:
+    case, probability = hand_made_case()
+    settings = TuningConfig(thresholds=(0.9,), min_component_mm3=(0.0,), empty_fallback_probability=(0.0, 0.5, 0.85))
+    scores = score_settings(probability, case, settings)
+    assert scores[(0.9, 0.0, 0.0)][0] == 0.0  # nothing reaches 0.9: empty mask, Dice 0
+    assert scores[(0.9, 0.0, 0.5)] == pytest.approx((1.0, 0.0, 1.0))  # the 0.8 peak's component is the lesion
+    assert scores[(0.9, 0.0, 0.85)][0] == 0.0  # the peak is below the fallback's floor
 
 
 def test_best_mean_rank_wins_and_ties_go_to_dice() -> None:
@@ -66,7 +76,8 @@ def validation_cases(small_release: Path) -> list[CaseImages]:
 
 def test_tta_needs_a_measured_gain(untrained_model_dir: Path, validation_cases) -> None:
     config = ExperimentConfig.load(untrained_model_dir / CONFIG_FILENAME).with_overrides(
-        {"tuning.thresholds": (0.3, 0.5), "tuning.min_component_mm3": (0.0, 50.0), "tuning.tta_min_dice_gain": 2.0}
+        {"tuning.thresholds": (0.3, 0.5), "tuning.min_component_mm3": (0.0, 50.0),
+         "tuning.empty_fallback_probability": (0.0,), "tuning.tta_min_dice_gain": 2.0}
     )
     held_out = [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)]
     result = tune(config, held_out, torch.device("cpu"), progress=False)
@@ -78,7 +89,8 @@ def test_tta_needs_a_measured_gain(untrained_model_dir: Path, validation_cases) 
 
 def test_tuning_can_be_limited_to_plain_prediction(untrained_model_dir: Path, validation_cases) -> None:
     config = ExperimentConfig.load(untrained_model_dir / CONFIG_FILENAME).with_overrides(
-        {"tuning.thresholds": (0.5,), "tuning.min_component_mm3": (0.0,), "tuning.try_tta": False}
+        {"tuning.thresholds": (0.5,), "tuning.min_component_mm3": (0.0,), "tuning.empty_fallback_probability": (0.0,),
+         "tuning.try_tta": False}
     )
     result = tune(config, [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)], torch.device("cpu"), False)
     assert result.best_tta is None and len(result.candidates) == 1
@@ -86,11 +98,13 @@ def test_tuning_can_be_limited_to_plain_prediction(untrained_model_dir: Path, va
 
 def test_chosen_setting_lands_in_config_json(tmp_path: Path) -> None:
     tiny_config().save(tmp_path / CONFIG_FILENAME)
-    chosen = Candidate(threshold=0.3, min_component_mm3=25.0, tta_flips=True, dice=0.7, masd_mm=2.0, nsd=0.8)
+    chosen = Candidate(threshold=0.3, min_component_mm3=25.0, empty_fallback_probability=0.1, tta_flips=True,
+                       dice=0.7, masd_mm=2.0, nsd=0.8)
     from hieseg.tuning import TuningResult
 
     result = TuningResult(chosen=chosen, best_plain=chosen, best_tta=chosen, candidates=[chosen], case_ids=["a"])
     apply_tuning(tmp_path, result)
     saved = ExperimentConfig.load(tmp_path / CONFIG_FILENAME).inference
-    assert (saved.threshold, saved.min_component_mm3, saved.tta_flips) == (0.3, 25.0, True)
+    assert (saved.threshold, saved.min_component_mm3, saved.empty_fallback_probability, saved.tta_flips) == (
+        0.3, 25.0, 0.1, True)
     assert json.loads((tmp_path / TUNING_JSON).read_text())["chosen"]["threshold"] == 0.3
