@@ -25,6 +25,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -291,7 +292,12 @@ def validate(
 
 
 def _training_loader(config: ExperimentConfig, cases: list[CaseImages], device: torch.device) -> DataLoader:
-    """Patches of the training cases; the deterministic preprocessing is cached in memory."""
+    """Patches of the training cases; the deterministic preprocessing is cached in memory.
+
+    Lesion-free cases are expected (the release has some), so MONAI's warning that such a
+    case cannot give lesion-centred patches would only repeat itself at every step.
+    """
+    warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
     data = [case_to_dict(case) for case in cases]
     transform = training_transforms(config)
     cache_rate = 1.0 if config.train.cache_cases else 0.0
