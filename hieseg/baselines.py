@@ -32,7 +32,7 @@ from tqdm import tqdm
 from hieseg.cli_common import run_reporting_errors
 from hieseg.image_io import from_xyz_array, to_xyz_array, write_image_atomic
 from hieseg.inference_cli import read_input_case
-from hieseg.layout import CONTAINER_ADC_DIR, CONTAINER_ZADC_DIR, CaseImages, discover_cases, load_case
+from hieseg.layout import CaseImages, container_interface, discover_cases, load_case
 
 ZADC_THRESHOLD = -2.0
 """The organisers' baseline: a voxel is lesion when its Z_ADC is strictly below this."""
@@ -81,8 +81,8 @@ def baseline_mask_image(name: str, zadc: sitk.Image) -> sitk.Image:
 
 def input_cases(data: Path) -> tuple[int, Iterator[CaseImages]]:
     """The cases of a release root or a container input root: their number, then each case, read in turn."""
-    data = Path(data)
-    if (data / CONTAINER_ADC_DIR).is_dir() or (data / CONTAINER_ZADC_DIR).is_dir():
+    data, interface = Path(data), container_interface()
+    if (data / interface.adc_dir).is_dir() or (data / interface.zadc_dir).is_dir():
         return 1, iter([read_input_case(data)])
     files = discover_cases(data, require_labels=False)
     return len(files), (load_case(f) for f in files)

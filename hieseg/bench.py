@@ -76,7 +76,7 @@ from hieseg.config import CONFIG_FILENAME, ExperimentConfig, InferenceConfig
 from hieseg.errors import ConfigError
 from hieseg.image_io import from_xyz_array, read_image, to_xyz_array, write_image_atomic
 from hieseg.inference_cli import read_input_case
-from hieseg.layout import CONTAINER_ADC_DIR, CaseImages, discover_cases, load_case
+from hieseg.layout import CaseImages, container_interface, discover_cases, load_case
 from hieseg.losses import build_loss
 from hieseg.metrics import dice_score
 from hieseg.network import build_network
@@ -518,7 +518,7 @@ def benchmark_case(
             overrides=overrides if kind == PROJECT else {},
         )
         timings[kind] = run_in_fresh_process(inference_job, job)
-    adc = read_image(case_root / "input" / CONTAINER_ADC_DIR / f"{CASE_UUID}.mha")
+    adc = read_image(case_root / "input" / container_interface().adc_dir / f"{CASE_UUID}.mha")
     masks = {kind: to_xyz_array(read_image(case_root / kind / f"{CASE_UUID}.mha"), np.uint8) for kind in timings}
     probabilities = {kind: np.load(case_root / kind / "probability.npy") for kind in timings}
     voxels = int(np.prod(adc.GetSize()))

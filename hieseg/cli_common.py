@@ -8,6 +8,7 @@ same clean-ups as Ctrl-C (temporary files are removed) and ends with status 128 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -84,7 +85,9 @@ def build_config(
     """Defaults (or ``config_path``), then the dotted keys of the flags that were given, then ``--set``.
 
     Every value is validated on the way (:mod:`hieseg.config`), so a bad one fails here, before any work.
+    A loaded config.json's provenance is dropped: it describes those weights, not the new run.
     """
     config = ExperimentConfig.load(config_path) if config_path else ExperimentConfig()
+    config = dataclasses.replace(config, provenance=None)
     given = {key: value for key, value in flags.items() if value is not None}
     return config.with_overrides({**given, **overrides})

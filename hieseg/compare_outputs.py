@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from hieseg.image_io import check_same_geometry, read_image
-from hieseg.layout import CONTAINER_OUTPUT_DIR
+from hieseg.layout import container_interface
 
 MAX_DIFFERING_FRACTION = 1e-4
 """Largest share of voxels allowed to differ between a run and the expected mask."""
@@ -23,13 +23,14 @@ MAX_DIFFERING_FRACTION = 1e-4
 
 def compare(output_root: Path, expected_root: Path) -> list[str]:
     """Problems found, one line each; empty when the outputs match."""
-    produced = sorted(p.name for p in (output_root / CONTAINER_OUTPUT_DIR).glob("*.mha"))
-    expected = sorted(p.name for p in (expected_root / CONTAINER_OUTPUT_DIR).glob("*.mha"))
+    masks = container_interface().output_dir
+    produced = sorted(p.name for p in (output_root / masks).glob("*.mha"))
+    expected = sorted(p.name for p in (expected_root / masks).glob("*.mha"))
     if produced != expected:
         return [f"output files {produced} differ from expected {expected}"]
     problems = []
     for name in expected:
-        got_path, want_path = output_root / CONTAINER_OUTPUT_DIR / name, expected_root / CONTAINER_OUTPUT_DIR / name
+        got_path, want_path = output_root / masks / name, expected_root / masks / name
         got, want = read_image(got_path), read_image(want_path)
         check_same_geometry(want, want_path, got, got_path)
         got_array, want_array = sitk.GetArrayViewFromImage(got), sitk.GetArrayViewFromImage(want)

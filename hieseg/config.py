@@ -256,6 +256,24 @@ class TuningConfig(_Section):
 
 
 @dataclass
+class ProvenanceConfig(_Section):
+    """What made the weights: library versions and the code's commit, recorded by training.
+
+    Not a setting: two runs that differ only here trained with the same configuration, so
+    resuming and adding folds ignore it, and a config.json used as ``--config`` drops it.
+    """
+
+    torch: str | None = None
+    monai: str | None = None
+    simpleitk: str | None = None
+    hieseg: str | None = None
+    git_commit: str | None = None
+    """The commit of the checkout the code ran from; None for an installed package or outside git."""
+    git_dirty: bool | None = None
+    """Whether tracked files of that checkout differed from the commit (uncommitted changes)."""
+
+
+@dataclass
 class ExperimentConfig:
     """The whole, self-describing configuration saved with the weights."""
 
@@ -266,10 +284,22 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    provenance: ProvenanceConfig | None = None
+    """Set in the config.json written by training (``hieseg.provenance``); None in older files."""
     format_version: int = CONFIG_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as JSON-ready data; no ``provenance`` key when there is none, as in older files."""
+        data = dataclasses.asdict(self)
+        if data["provenance"] is None:
+            del data["provenance"]
+        return data
+
+    def settings_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the provenance: what two configs must share for their weights to mix."""
+        data = self.to_dict()
+        data.pop("provenance", None)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
@@ -325,6 +355,7 @@ _SECTION_TYPES: dict[str, type] = {
     "train": TrainConfig,
     "inference": InferenceConfig,
     "tuning": TuningConfig,
+    "provenance": ProvenanceConfig,
 }
 
 

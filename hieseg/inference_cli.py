@@ -20,29 +20,27 @@ import SimpleITK as sitk
 from hieseg.brain import brain_of, check_brain
 from hieseg.cli_common import configure_logging, run_reporting_errors
 from hieseg.config import CONFIG_FILENAME, InferenceConfig
-from hieseg.errors import ImageError
+from hieseg.errors import ImageError, ModelError
 from hieseg.image_io import check_same_geometry, read_image, require_writable, to_xyz_array, write_image_atomic
-from hieseg.layout import (
-    CONTAINER_ADC_DIR,
-    CONTAINER_OUTPUT_DIR,
-    CONTAINER_ZADC_DIR,
-    CaseFiles,
-    CaseImages,
-)
+from hieseg.layout import CaseFiles, CaseImages, container_interface
 from hieseg.metrics import score_case
 from hieseg.predictor import Predictor, load_bundle, select_device
 
 LOG = logging.getLogger("hieseg.inference")
 CONTAINER_MODEL_DIR = Path("/opt/ml/model")
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+"""The ``model/`` folder beside the package's folder: the checkout's, or the image's ``/opt/app/model``.
+An installed package has none, so it needs ``--model`` unless ``/opt/ml/model`` holds one."""
 IMAGE_SUFFIX = ".mha"
 
 
 def default_model_dir() -> Path:
-    """The mounted /opt/ml/model when it holds a trained model, else the image's own model/ folder."""
-    if (CONTAINER_MODEL_DIR / CONFIG_FILENAME).is_file():
-        return CONTAINER_MODEL_DIR
-    return BUNDLED_MODEL_DIR
+    """The mounted /opt/ml/model when it holds a trained model, else the bundled model/ folder."""
+    for folder in (CONTAINER_MODEL_DIR, BUNDLED_MODEL_DIR):
+        if (folder / CONFIG_FILENAME).is_file():
+            return folder
+    raise ModelError(f"no weights folder given and neither {CONTAINER_MODEL_DIR} nor {BUNDLED_MODEL_DIR} holds a "
+                     f"{CONFIG_FILENAME}; pass --model or set HIESEG_MODEL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +82,9 @@ def single_image(folder: Path) -> Path:
 
 def read_input_case(input_root: Path) -> CaseImages:
     """Read and check the ADC and Z_ADC of the container's single case (see :func:`hieseg.brain.check_brain`)."""
-    adc_file = single_image(input_root / CONTAINER_ADC_DIR)
-    zadc_file = single_image(input_root / CONTAINER_ZADC_DIR)
+    interface = container_interface()
+    adc_file = single_image(input_root / interface.adc_dir)
+    zadc_file = single_image(input_root / interface.zadc_dir)
     adc = read_image(adc_file)
     zadc = read_image(zadc_file)
     check_same_geometry(adc, adc_file, zadc, zadc_file)
@@ -96,7 +95,8 @@ def read_input_case(input_root: Path) -> CaseImages:
 
 def output_path(input_root: Path, output_root: Path) -> Path:
     """Where the mask goes: the output folder of the interface, under the ADC file's name."""
-    return output_root / CONTAINER_OUTPUT_DIR / single_image(input_root / CONTAINER_ADC_DIR).name
+    interface = container_interface()
+    return output_root / interface.output_dir / single_image(input_root / interface.adc_dir).name
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,9 +17,11 @@ Two layouts exist:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -36,13 +38,40 @@ ZADC_PREFIX = "Zmap_"
 ZADC_SUFFIX = "-ADC_smooth2mm_clipped10.mha"
 LABEL_SUFFIX = "_lesion.mha"
 
-INTERFACES_FILE = Path(__file__).resolve().parent.parent / "resources" / "interfaces.json"
-"""The challenge's input and output interfaces, baked into the image with the code."""
+INTERFACES_RESOURCE = "resources/interfaces.json"
+"""The challenge's input and output interfaces: package data of ``hieseg``, shipped with the code."""
 
-_INTERFACES = json.loads(INTERFACES_FILE.read_text())
-CONTAINER_ADC_DIR = Path(_INTERFACES["inputs"]["adc"]["relative_path"])
-CONTAINER_ZADC_DIR = Path(_INTERFACES["inputs"]["zadc"]["relative_path"])
-CONTAINER_OUTPUT_DIR = Path(_INTERFACES["outputs"]["lesion"]["relative_path"])
+
+@dataclass(frozen=True)
+class ContainerInterface:
+    """Where the container finds its case and writes its mask, relative to ``/input`` and ``/output``."""
+
+    adc_dir: Path
+    zadc_dir: Path
+    output_dir: Path
+
+
+@functools.cache
+def container_interface() -> ContainerInterface:
+    """The container's folders, read from the package's ``interfaces.json`` on first use (not at import)."""
+    interfaces = json.loads(resources.files("hieseg").joinpath(INTERFACES_RESOURCE).read_text(encoding="utf-8"))
+    return ContainerInterface(
+        adc_dir=Path(interfaces["inputs"]["adc"]["relative_path"]),
+        zadc_dir=Path(interfaces["inputs"]["zadc"]["relative_path"]),
+        output_dir=Path(interfaces["outputs"]["lesion"]["relative_path"]),
+    )
+
+
+_INTERFACE_NAMES = {"CONTAINER_ADC_DIR": "adc_dir", "CONTAINER_ZADC_DIR": "zadc_dir", "CONTAINER_OUTPUT_DIR": "output_dir"}
+
+
+def __getattr__(name: str) -> Path:
+    """``CONTAINER_ADC_DIR``, ``CONTAINER_ZADC_DIR``, ``CONTAINER_OUTPUT_DIR``: the fields of
+    :func:`container_interface` under the names that ``hieseg.synthetic`` and the tests import,
+    resolved when first asked for, so importing this module reads no file."""
+    if name in _INTERFACE_NAMES:
+        return getattr(container_interface(), _INTERFACE_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from hieseg.image_io import from_xyz_array
 from hieseg.layout import CaseImages
 from hieseg.network import build_network
 from hieseg.postprocess import final_mask
+from hieseg.provenance import warn_on_version_drift
 from hieseg.resampling import invert_resampling_on_support
 from hieseg.transforms import IMAGE, case_to_dict, inference_transforms
 
@@ -70,7 +71,7 @@ def select_device(requested: str = "auto") -> torch.device:
 
 
 def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
-    """Read ``config.json`` and every ``*.pt`` state dict of a weights folder."""
+    """Read ``config.json`` and every ``*.pt`` state dict of a weights folder (warning when other versions made them)."""
     model_dir = Path(model_dir)
     config_path = model_dir / CONFIG_FILENAME
     if not config_path.is_file():
@@ -79,6 +80,7 @@ def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
         config = ExperimentConfig.load(config_path)
     except ConfigError as exc:
         raise ModelError(str(exc)) from exc
+    warn_on_version_drift(config.provenance, config_path)
     weight_files = sorted(model_dir.glob(WEIGHTS_PATTERN))
     if not weight_files:
         raise ModelError(f"{model_dir}: no weight files ({WEIGHTS_PATTERN}) found")

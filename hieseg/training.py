@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from hieseg.losses import build_loss
 from hieseg.metrics import dice_score
 from hieseg.network import build_network
 from hieseg.predictor import Predictor, select_device
+from hieseg.provenance import current_provenance
 from hieseg.spacing import with_data_spacing
 from hieseg.splits import train_validation_split
 from hieseg.transforms import IMAGE, LABEL, case_to_dict, training_transforms
@@ -383,11 +384,15 @@ def _warmup_cosine(config: ExperimentConfig):
 
 
 def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
-    """Write config.json, refusing to mix folds trained with different settings in one folder."""
+    """Write config.json with this run's provenance, refusing to mix folds trained with different settings.
+
+    The provenance (versions, commit) is not a setting: a resumed run or another fold made by
+    other versions or another commit is accepted, and config.json records the latest run's.
+    """
     path = out_dir / CONFIG_FILENAME
     if path.exists():
-        existing = ExperimentConfig.load(path).to_dict()
-        mine = config.to_dict()
+        existing = ExperimentConfig.load(path).settings_dict()
+        mine = config.settings_dict()
         for data in (existing, mine):
             data["train"].pop("fold")
             if config.tuning.enabled:
@@ -398,7 +403,7 @@ def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
                 f"{path} holds a different configuration: weights in one folder are ensembled, "
                 "so they must share it; choose another --out"
             )
-    write_atomic(path, config.save)
+    write_atomic(path, replace(config, provenance=current_provenance()).save)
 
 
 def _continued_history(run_dir: Path, epochs_done: int) -> list[dict[str, float]]:

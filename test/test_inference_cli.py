@@ -33,3 +33,21 @@ def test_flags_override_the_environment(container, tmp_path: Path) -> None:
     assert main(["--output", str(other_output)]) == 0
     assert (other_output / CONTAINER_OUTPUT_DIR / f"{UUID}.mha").is_file()
     assert files_under(container["output"]) == []
+
+
+def test_without_a_model_folder_anywhere_it_asks_for_one(container, tmp_path: Path, monkeypatch, capsys) -> None:
+    from hieseg import inference_cli
+
+    monkeypatch.delenv("HIESEG_MODEL")
+    monkeypatch.setattr(inference_cli, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
+    monkeypatch.setattr(inference_cli, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+    assert main([]) == 2
+    assert capsys.readouterr().err.strip().endswith("pass --model or set HIESEG_MODEL")
+    assert files_under(container["output"]) == []
+
+
+def test_the_bundled_model_is_the_default_outside_the_container(monkeypatch, tmp_path: Path) -> None:
+    from hieseg import inference_cli
+
+    monkeypatch.setattr(inference_cli, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
+    assert inference_cli.default_model_dir() == REPO / "model"
