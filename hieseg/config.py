@@ -245,10 +245,11 @@ class TuningConfig(_Section):
     """Post-processing chosen on the validation cases after training (see ``hieseg.tuning``)."""
 
     enabled: bool = True
-    thresholds: tuple[float, ...] = setting((0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), OPEN_UNIT)
+    thresholds: tuple[float, ...] = setting((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), OPEN_UNIT)
     min_component_mm3: tuple[float, ...] = setting((0.0, 10.0, 25.0, 50.0, 100.0), NON_NEGATIVE)
-    empty_fallback_probability: tuple[float, ...] = setting((0.0, 0.1, 0.3), between(0, 1, open_high=True))
-    """Candidates of ``inference.empty_fallback_probability``; 0 is 'off'."""
+    empty_fallback_probability: tuple[float, ...] = setting((0.0, 0.02, 0.05, 0.1, 0.3), between(0, 1, open_high=True))
+    """Candidates of ``inference.empty_fallback_probability``; 0 is 'off'. Low values matter: an empty mask of a
+    lesioned case scores the capped MASD, so a faint guess near the peak can beat silence."""
     try_tta: bool = True
     """Also score flip test-time augmentation, which costs five predictions per case."""
     tta_min_dice_gain: float = setting(0.01, NON_NEGATIVE)
