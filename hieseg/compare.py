@@ -4,7 +4,7 @@ Usage::
 
     python -m hieseg.compare --data <release root> --model <weights dir> [--model <dir2> ...]
                              [--name NAME ...] --out <dir> [--device auto] [--tta | --no-tta]
-                             [--nsd-tolerance 2.0] [--no-progress] [--verbose]
+                             [--nsd-tolerance 2.0] [--html <dir>] [--no-progress] [--verbose]
 
 A model's score means little alone: ``Z_ADC < -2`` (:mod:`hieseg.baselines`) is what the
 map gives for free, and the resampling ceiling (:mod:`hieseg.ceiling`) is the best any
@@ -30,6 +30,10 @@ Layout of ``--out``::
     comparison.json                    settings and, per method, statistics overall and per burden group
     comparison.md                      one table per burden group: methods as rows
 
+``--html DIR`` also writes the comparison as an HTML report that opens offline
+(:mod:`hieseg.html_report`): the methods side by side in the tables and box plots, and one
+row per case, worst first, with every method's QC picture of it.
+
 The overall table is printed too. Bad input (a missing folder, no cases, a bad weights
 folder, clashing names) is one line on stderr and exit status 2, before any prediction.
 """
@@ -52,7 +56,8 @@ from hieseg.baselines import BASELINES, MASK_SUFFIX, baseline_mask_image
 from hieseg.cli_common import configure_logging, run_reporting_errors
 from hieseg.errors import ConfigError
 from hieseg.evaluate import METRIC_TITLES, evaluate_folders
-from hieseg.image_io import write_atomic, write_image_atomic
+from hieseg.html_report import REPORT_HTML, CaseImages, MethodRows, render_qc, write_report
+from hieseg.image_io import require_writable, write_atomic, write_image_atomic
 from hieseg.layout import discover_cases, load_case
 from hieseg.metrics import (
     CEILING_METRIC,
@@ -117,11 +122,17 @@ def compare(
     tta: bool | None = None,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     progress: bool = True,
+    html: Path | None = None,
 ) -> dict:
-    """Predict, compute the baselines, score everything and write the three reports; return the summary."""
+    """Predict, compute the baselines, score everything and write the three reports; return the summary.
+
+    With ``html``, also write the HTML report there, QC pictures included.
+    """
     data, out = Path(data), Path(out)
     if not model_dirs:
         raise ConfigError("give at least one --model weights folder")
+    if html is not None:
+        require_writable(Path(html), folder=True)
     model_names = method_names(model_dirs, names)
     files = discover_cases(data)
     torch_device = select_device(device)
@@ -161,6 +172,13 @@ def compare(
     }
     summary = summarize_methods(methods, rows, settings)
     write_reports(rows, summary, out)
+    if html is not None:
+        method_rows = [MethodRows(method.name, rows[method.name], method.description) for method in methods]
+        images = {f.case_id: CaseImages(f.adc, f.zadc, f.label) for f in files}
+        predictions = {method.name: {f.case_id: out / PREDICTIONS_DIR / method.name / f"{f.case_id}{MASK_SUFFIX}"
+                                     for f in files} for method in methods}
+        qc = render_qc(Path(html), method_rows, images, predictions, progress=progress)
+        write_report(Path(html), title="Models beside the baselines", methods=method_rows, settings=settings, qc=qc)
     return summary
 
 
@@ -280,6 +298,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="flip test-time augmentation for every model (default: as saved)")
     parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM, help="NSD tolerance in mm")
+    parser.add_argument("--html", type=Path, help="also write an HTML report (report.html and its pictures) here")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -299,9 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             tta=args.tta,
             nsd_tolerance_mm=args.nsd_tolerance,
             progress=not args.no_progress,
+            html=args.html,
         )
         print("\n".join(comparison_table(summary)))
         print(f"reports in {args.out}: {COMPARISON_MD}, {COMPARISON_JSON}, {COMPARISON_CSV}")
+        if args.html is not None:
+            print(f"HTML report: {args.html / REPORT_HTML}")
         return 0
 
     return run_reporting_errors(run)

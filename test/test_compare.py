@@ -35,11 +35,22 @@ def compared(release: Path, untrained_model_dir: Path, tmp_path_factory: pytest.
     """The output folder and stdout of one comparison of the untrained model with the baselines."""
     out = tmp_path_factory.mktemp("compare")
     argv = ["--data", str(release), "--model", str(untrained_model_dir), "--name", MODEL_NAME,
-            "--out", str(out), "--device", "cpu", "--no-progress"]
+            "--out", str(out), "--device", "cpu", "--no-progress", "--html", str(out / "html")]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert compare.main(argv) == 0
     return out, stdout.getvalue()
+
+
+def test_html_report_shows_every_method_beside_the_others(compared: tuple[Path, str]) -> None:
+    out, stdout = compared
+    page = (out / "html" / "report.html").read_text(encoding="utf-8")
+    assert f"HTML report: {out / 'html' / 'report.html'}" in stdout
+    case_table = page.split('id="case-table"')[1].split("</table>")[0]
+    assert case_table.count("<tr>") == 2 + N_CASES  # two header rows, then one row per case
+    for method in (MODEL_NAME, *BASELINES):
+        assert f">{method}</th>" in page
+        assert len(list((out / "html" / "qc" / method).glob("*.thumb.png"))) == N_CASES
 
 
 def test_one_row_per_method_and_case_with_the_ceiling_for_the_model(compared: tuple[Path, str]) -> None:
