@@ -8,15 +8,18 @@ same clean-ups as Ctrl-C (temporary files are removed) and ends with status 128 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from hieseg.config import ExperimentConfig
 from hieseg.errors import ConfigError, HiesegError, Terminated
@@ -24,6 +27,7 @@ from hieseg.errors import ConfigError, HiesegError, Terminated
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL_BASE = 128
 """A run stopped by signal N exits with 128 + N, as a shell reports it."""
+Item = TypeVar("Item")
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -91,3 +95,26 @@ def build_config(
     config = dataclasses.replace(config, provenance=None)
     given = {key: value for key, value in flags.items() if value is not None}
     return config.with_overrides({**given, **overrides})
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Slice ``index`` of ``count`` of a sorted work list, for one task of a scheduler's job array."""
+
+    index: int
+    count: int
+
+    def take(self, items: Sequence[Item]) -> list[Item]:
+        """Every ``count``-th item starting at ``index``: the shards of one list are disjoint and cover it."""
+        return list(items[self.index :: self.count])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``--shard K/N`` with 0 <= K < N (K is 0-based, as ``$SLURM_ARRAY_TASK_ID`` of ``--array=0-<N-1>``)."""
+    index, separator, count = text.partition("/")
+    if not (separator and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, e.g. 0/4, got {text!r}")
+    return Shard(int(index), int(count))

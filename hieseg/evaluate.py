@@ -3,8 +3,9 @@
 Usage::
 
     python -m hieseg.evaluate --pred <dir> --truth <dir> [--brain <dir>] [--out <dir>]
-                              [--nsd-tolerance 2.0] [--allow-missing]
+                              [--nsd-tolerance 2.0] [--allow-missing] [--compat bonbid2023]
                               [--ceiling-spacing X Y Z | --model <weights dir>]
+                              [--html <dir> [--beside <pred dir> ...]]
 
 ``--truth`` is either a plain folder of masks (``<case>.mha`` or ``<case>_lesion.mha``) or
 a release root: when it holds ``3LABEL/``, the truth is ``3LABEL/<case>_lesion.mha`` and
@@ -23,6 +24,20 @@ without a truth case are not scored and are listed in a warning.
 ``preprocess.target_spacing``, adds each case's resampling ceiling (:mod:`hieseg.ceiling`):
 the Dice its truth keeps after a round trip through that grid, the best a model predicting
 there can reach. It becomes the ``ceiling_dice`` column and is summarized beside the scores.
+
+``--compat bonbid2023`` scores as the challenge's 2023 evaluation did, so the numbers can
+stand beside the leaderboard's (quirks in :mod:`hieseg.metrics`): the spacing is paired with
+the axes in reverse for MASD and NSD, NSD is at 2 mm, a case with exactly one empty mask gets
+MASD NaN and is left out of the MASD mean, and the prediction takes the truth's geometry: only
+its size must match (the official script copies the truth's origin, spacing and direction onto
+it). Without it, each axis gets its own spacing and the prediction must be on the truth's grid.
+
+``--html DIR`` also writes an HTML report that opens offline (:mod:`hieseg.html_report`):
+the tables, box plots and one row per case, worst first, each with its QC picture
+(:mod:`hieseg.qc`) when the ADC and Z_ADC images are found (``--truth`` or ``--brain`` a
+release root). ``--beside DIR`` (repeatable) scores another prediction folder the same way,
+e.g. a baseline's (:mod:`hieseg.baselines`), and shows it beside ``--pred`` in that report,
+each method named after its folder; the CSV, JSON and Markdown reports stay about ``--pred``.
 
 Writes ``per_case.csv``, ``summary.json`` and ``summary.md`` to ``--out`` (default
 ``<pred>/evaluation``), each atomically, after checking before any scoring that the folder
@@ -51,7 +66,7 @@ from hieseg.brain import brain_of
 from hieseg.ceiling import resampling_ceiling
 from hieseg.cli_common import configure_logging, run_reporting_errors
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig
-from hieseg.errors import InputError
+from hieseg.errors import ConfigError, ImageError, InputError
 from hieseg.image_io import (
     check_same_geometry,
     read_image,
@@ -60,15 +75,20 @@ from hieseg.image_io import (
     to_xyz_array,
     write_atomic,
 )
-from hieseg.layout import ADC_DIR, ADC_SUFFIX, LABEL_DIR, LABEL_SUFFIX, adc_path, label_path
+from hieseg.html_report import CaseImages, MethodRows, render_qc, write_report
+from hieseg.layout import ADC_DIR, ADC_SUFFIX, LABEL_DIR, LABEL_SUFFIX, adc_path, label_path, zadc_path
 from hieseg.metrics import (
+    BONBID2023,
     CEILING_METRIC,
+    COMPAT_MODES,
     DEFAULT_NSD_TOLERANCE_MM,
     CaseMetrics,
+    check_compat,
     checked_spacing,
     score_case,
     summarize,
 )
+from hieseg.report_plots import METRIC_TITLES
 
 LOG = logging.getLogger(__name__)
 IMAGE_SUFFIX = ".mha"
@@ -76,7 +96,6 @@ DEFAULT_OUT_SUBDIR = "evaluation"
 PER_CASE_CSV = "per_case.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-METRIC_TITLES = {"dice": "Dice", "masd_mm": "MASD (mm)", "nsd": "NSD", CEILING_METRIC: "ceiling Dice"}
 
 
 class EvaluationError(InputError):
@@ -102,15 +121,18 @@ def evaluate_folders(
     allow_missing: bool = False,
     ceiling_spacing: tuple[float, float, float] | None = None,
     progress: bool = True,
+    compat: str | None = None,
 ) -> list[CaseMetrics]:
     """Score every truth case against its prediction, in case-id order.
 
-    With ``ceiling_spacing`` (mm), each row also carries the truth's resampling ceiling on that grid.
+    With ``ceiling_spacing`` (mm), each row also carries the truth's resampling ceiling on that grid;
+    with ``compat`` (see :data:`hieseg.metrics.COMPAT_MODES`), cases are scored the official script's way.
     """
+    check_compat(compat, nsd_tolerance_mm)
     brain_dir = None if brain_dir is None else Path(brain_dir)
     sources = find_cases(Path(pred_dir), Path(truth_dir), brain_dir, allow_missing)
     return [
-        score_sources(case, nsd_tolerance_mm, ceiling_spacing)
+        score_sources(case, nsd_tolerance_mm, ceiling_spacing, compat)
         for case in tqdm(sources, desc="scoring", unit="case", disable=None if progress else True)
     ]
 
@@ -151,15 +173,22 @@ def score_sources(
     case: CaseSources,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     ceiling_spacing: tuple[float, float, float] | None = None,
+    compat: str | None = None,
 ) -> CaseMetrics:
-    """Read one case's files, check they share the truth's grid, and score it (with its ceiling if asked)."""
+    """Read one case's files, check they share the truth's grid, and score it (with its ceiling if asked).
+
+    Under ``compat="bonbid2023"`` the prediction takes the truth's geometry: only its size is checked.
+    """
     truth_image = read_image(case.truth)
     truth = _binary_mask(truth_image, case.truth)
     if case.pred is None:
         pred = np.zeros_like(truth)
     else:
         pred_image = read_image(case.pred)
-        check_same_geometry(truth_image, case.truth, pred_image, case.pred)
+        if compat == BONBID2023:
+            _check_same_size(truth_image, case.truth, pred_image, case.pred)
+        else:
+            check_same_geometry(truth_image, case.truth, pred_image, case.pred)
         pred = _binary_mask(pred_image, case.pred)
     brain = None
     if case.brain is not None:
@@ -173,10 +202,18 @@ def score_sources(
         brain=brain,
         nsd_tolerance_mm=nsd_tolerance_mm,
         case_id=case.case_id,
+        compat=compat,
     )
     if ceiling_spacing is not None:
         metrics.ceiling_dice = resampling_ceiling(truth_image, ceiling_spacing)
     return metrics
+
+
+def _check_same_size(truth: sitk.Image, truth_path: Path, pred: sitk.Image, pred_path: Path) -> None:
+    """The one check the official script makes, implicitly: the two voxel grids have the same size."""
+    if truth.GetSize() != pred.GetSize():
+        raise ImageError(f"{pred_path}: size {pred.GetSize()} differs from the truth's {truth.GetSize()} "
+                         f"({truth_path})")
 
 
 def model_target_spacing(model_dir: Path) -> tuple[float, float, float]:
@@ -233,8 +270,7 @@ def render_markdown(summary: Mapping) -> str:
         "",
         "std is the population standard deviation. Burden group: truth lesion volume / brain volume (ADC > 0); "
         "'unknown' when no brain image was given.",
-        f"{summary['n_one_empty']} case(s) had exactly one empty mask and were scored Dice 0, NSD 0, "
-        "MASD = the image diagonal in mm; cases with both masks empty score Dice 1, NSD 1, MASD 0.",
+        _one_empty_note(summary["n_one_empty"], summary["settings"].get("compat")),
     ]
     if CEILING_METRIC in metrics:
         lines.append(
@@ -242,6 +278,16 @@ def render_markdown(summary: Mapping) -> str:
             "(resampled there and back as the predictor does), the best any model on that grid can reach."
         )
     return "\n".join(lines + [""])
+
+
+def _one_empty_note(count: int, compat: object) -> str:
+    if compat == BONBID2023:
+        return (f"Scored as the 2023 challenge evaluation ({BONBID2023}): spacing paired with the axes in reverse, "
+                f"NSD at 2 mm, prediction on the truth's geometry. {count} case(s) had exactly one empty mask and "
+                "were scored Dice 0, NSD 0, MASD NaN, left out of the MASD statistics; cases with both masks "
+                "empty score Dice 1, NSD 1, MASD 0.")
+    return (f"{count} case(s) had exactly one empty mask and were scored Dice 0, NSD 0, "
+            "MASD = the image diagonal in mm; cases with both masks empty score Dice 1, NSD 1, MASD 0.")
 
 
 def _markdown_row(group: str, stats: Mapping, metrics: Sequence[str]) -> str:
@@ -253,6 +299,47 @@ def _markdown_row(group: str, stats: Mapping, metrics: Sequence[str]) -> str:
         else:
             cells += [f"{values['mean']:.3f} ± {values['std']:.3f}", f"{values['median']:.3f}"]
     return "| " + " | ".join(cells) + " |"
+
+
+def method_folders(folders: Sequence[Path]) -> dict[str, Path]:
+    """Prediction folders by the name the HTML report gives them: their folder names, which must differ."""
+    named: dict[str, Path] = {}
+    for folder in folders:
+        name = Path(folder).resolve().name
+        if name in named:
+            raise ConfigError(f"two prediction folders are named {name!r} ({named[name]} and {folder}); "
+                              "rename one, the report names methods by folder")
+        named[name] = Path(folder)
+    return named
+
+
+def write_html_report(
+    html_dir: Path,
+    folders: Mapping[str, Path],
+    rows: Mapping[str, list[CaseMetrics]],
+    truth_dir: Path,
+    brain_dir: Path | None,
+    settings: Mapping[str, object],
+    allow_missing: bool = False,
+) -> Path:
+    """report.html of these methods' scores, with QC pictures when the truth or brain folder is a release root."""
+    methods = [MethodRows(name, rows[name], str(folder)) for name, folder in folders.items()]
+    root = next((Path(d) for d in (truth_dir, brain_dir) if d is not None and (Path(d) / ADC_DIR).is_dir()), None)
+    sources = {name: find_cases(Path(folder), Path(truth_dir), brain_dir, allow_missing)
+               for name, folder in folders.items()}
+    qc, note = None, ""
+    if root is None:
+        note = "No QC pictures: they need the ADC and Z_ADC images, found when --truth or --brain is a release root."
+    else:
+        images = {case.case_id: CaseImages(adc_path(root, case.case_id), zadc_path(root, case.case_id), case.truth)
+                  for case in next(iter(sources.values()))}
+        missing = [str(files.zadc) for files in images.values() if not files.zadc.is_file()]
+        if missing:
+            note = f"No QC pictures: {len(missing)} Z_ADC image(s) missing, e.g. {missing[0]}."
+        else:
+            predictions = {name: {case.case_id: case.pred for case in cases} for name, cases in sources.items()}
+            qc = render_qc(Path(html_dir), methods, images, predictions)
+    return write_report(Path(html_dir), title="Evaluation", methods=methods, settings=settings, qc=qc, qc_note=note)
 
 
 def _release_truths(root: Path) -> dict[str, Path]:
@@ -332,6 +419,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ceiling.add_argument(
         "--model", type=Path, help="weights folder whose config.json gives the ceiling's spacing"
     )
+    parser.add_argument(
+        "--compat", choices=COMPAT_MODES,
+        help="score as an official evaluation did, quirks included (bonbid2023: the 2023 leaderboard's)",
+    )
+    parser.add_argument("--html", type=Path, help="also write an HTML report (report.html and its pictures) here")
+    parser.add_argument("--beside", type=Path, action="append", default=[], metavar="PRED_DIR",
+                        help="another prediction folder shown beside --pred in the HTML report (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -344,6 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
     require_writable(out_dir, folder=True)
+    if args.beside and args.html is None:
+        raise ConfigError("--beside adds a method to the HTML report; give --html too")
+    if args.html is not None:
+        require_writable(args.html, folder=True)
+        html_methods = method_folders([args.pred, *args.beside])
     ceiling_spacing = model_target_spacing(args.model) if args.model is not None else args.ceiling_spacing
     if ceiling_spacing is not None:
         ceiling_spacing = checked_spacing(ceiling_spacing)
@@ -354,15 +453,26 @@ def _evaluate(args: argparse.Namespace) -> int:
         nsd_tolerance_mm=args.nsd_tolerance,
         allow_missing=args.allow_missing,
         ceiling_spacing=ceiling_spacing,
+        compat=args.compat,
     )
     settings: dict[str, object] = {"nsd_tolerance_mm": args.nsd_tolerance}
+    if args.compat is not None:
+        settings["compat"] = args.compat
     if ceiling_spacing is not None:
         settings["ceiling_spacing_mm"] = list(ceiling_spacing)
     write_reports(rows, out_dir, settings=settings)
+    if args.html is not None:
+        scored = {name: rows if folder == args.pred else evaluate_folders(
+            folder, args.truth, args.brain, nsd_tolerance_mm=args.nsd_tolerance, allow_missing=args.allow_missing,
+            compat=args.compat) for name, folder in html_methods.items()}
+        page = write_html_report(args.html, html_methods, scored, args.truth, args.brain,
+                                 {**settings, "truth": str(args.truth)}, args.allow_missing)
+        print(f"HTML report: {page}")
     overall = summarize(rows)["overall"]
     ceiling = f", ceiling Dice {overall[CEILING_METRIC]['mean']:.3f}" if CEILING_METRIC in overall else ""
+    masd = "–" if overall["masd_mm"] is None else f"{overall['masd_mm']['mean']:.2f}"
     print(
-        f"{len(rows)} case(s): Dice {overall['dice']['mean']:.3f}, MASD {overall['masd_mm']['mean']:.2f} mm, "
+        f"{len(rows)} case(s): Dice {overall['dice']['mean']:.3f}, MASD {masd} mm, "
         f"NSD {overall['nsd']['mean']:.3f}{ceiling}; reports in {out_dir}"
     )
     return 0

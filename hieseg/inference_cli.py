@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input root (env HIESEG_INPUT, default /input)")
     parser.add_argument("--output", type=Path, default=Path(os.environ.get("HIESEG_OUTPUT", "/output")),
                         help="output root (env HIESEG_OUTPUT, default /output)")
+    add_model_arguments(parser)
+    parser.add_argument("--truth", type=Path, help="optional reference mask: report Dice, MASD and NSD against it")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose the weights, the device and the inference settings (shared with ``predict``)."""
     parser.add_argument("--model", type=Path, default=_env_path("HIESEG_MODEL"),
                         help="weights folder (env HIESEG_MODEL; default /opt/ml/model if it holds a model, "
                              "else the bundled model/)")
@@ -58,9 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="flip test-time augmentation (default: as saved in config.json)")
     parser.add_argument("--threshold", type=float, help="probability threshold (default: as saved)")
     parser.add_argument("--min-component-mm3", type=float, help="drop smaller lesion components (default: as saved)")
-    parser.add_argument("--truth", type=Path, help="optional reference mask: report Dice, MASD and NSD against it")
-    parser.add_argument("--verbose", action="store_true")
-    return parser
+
+
+def inference_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The inference settings given on the command line, checked (a bad value fails here, before any work)."""
+    overrides = {key: value for key, value in (
+        ("tta_flips", args.tta), ("threshold", args.threshold), ("min_component_mm3", args.min_component_mm3),
+    ) if value is not None}
+    InferenceConfig(**overrides)
+    return overrides
+
+
+def segment_case(predictor: Predictor, case: CaseImages, out_path: Path) -> sitk.Image:
+    """Predict one case's mask and write it, atomically, to ``out_path``; the mask is returned."""
+    mask = predictor.mask_image(case)
+    write_image_atomic(mask, out_path)
+    return mask
+
+
+def lesion_volume_ml(mask: sitk.Image) -> float:
+    """Volume of a 0/1 mask's lesion voxels in ml."""
+    return float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing())) / 1000.0
 
 
 def _env_path(name: str) -> Path | None:
@@ -105,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         started = time.perf_counter()
-        overrides = {key: value for key, value in (
-            ("tta_flips", args.tta), ("threshold", args.threshold), ("min_component_mm3", args.min_component_mm3),
-        ) if value is not None}
-        InferenceConfig(**overrides)  # a bad flag fails here, before any work
+        overrides = inference_overrides(args)
         device = select_device(args.device)
         out_path = output_path(args.input, args.output)
         require_writable(out_path)
@@ -117,10 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model or default_model_dir()
         bundle = load_bundle(model_dir, device)
         LOG.info("model %s: %d weight file(s) on %s", model_dir, len(bundle.networks), device)
-        mask = Predictor.from_bundle(bundle, device, **overrides).mask_image(case)
-        write_image_atomic(mask, out_path)
-        lesion_ml = float(sitk.GetArrayViewFromImage(mask).sum()) * np.prod(case.adc.GetSpacing()) / 1000.0
-        print(f"wrote {out_path} (lesion volume {lesion_ml:.2f} ml) in {time.perf_counter() - started:.1f} s")
+        mask = segment_case(Predictor.from_bundle(bundle, device, **overrides), case, out_path)
+        print(f"wrote {out_path} (lesion volume {lesion_volume_ml(mask):.2f} ml) "
+              f"in {time.perf_counter() - started:.1f} s")
         if truth is not None:
             scores = score_case(to_xyz_array(mask, np.uint8), truth, case.adc.GetSpacing(),
                                 brain=brain_of(case.adc), case_id=case.files.case_id)

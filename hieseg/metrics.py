@@ -38,6 +38,20 @@ One difference from the official script: it pairs SimpleITK's (x, y, z) spacing 
 (z, y, x) array, whereas here each axis gets its own spacing; on grids whose x and z
 spacings differ, MASD and NSD therefore differ from the leaderboard's.
 
+``compat="bonbid2023"`` reproduces the 2023 challenge's scoring instead (the script as of
+commit e9d4a22 of 14 October 2023, which scored the 2023 leaderboard), quirks included:
+
+* the surface distances and element areas are computed with the (x, y, z) spacing paired
+  with the (z, y, x) array, i.e. axis x gets the z spacing and axis z the x spacing (here, on
+  (x, y, z) arrays: the spacing reversed);
+* exactly one empty mask gives MASD NaN (Dice 0, NSD 0), which :func:`summarize` leaves out of
+  the MASD statistics as the official mean (pandas) does;
+* NSD is at 2 mm, whatever tolerance is asked for elsewhere.
+
+The prediction taking the truth's geometry is the file reader's part
+(:mod:`hieseg.evaluate`). The script was changed on 3 September 2024 to pass
+``[z, x, y]`` spacing, which swaps only x and y; that later version is not reproduced.
+
 Burden: lesion fraction = truth lesion volume / brain volume, with the brain taken as the
 voxels > 0 of the skull-stripped ADC image; groups "<1%", "1-5%" (both ends included),
 ">5%", or "unknown" when no brain mask was given.
@@ -62,6 +76,9 @@ from hieseg.image_io import plain_numbers
 
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 """Tolerance of the official NSD."""
+BONBID2023 = "bonbid2023"
+"""The 2023 challenge evaluation's conventions (see the module docstring)."""
+COMPAT_MODES = (BONBID2023,)
 BURDEN_LOW = 0.01
 """Lesion fractions below this are in the "<1%" group."""
 BURDEN_HIGH = 0.05
@@ -116,16 +133,21 @@ def score_case(
     brain: np.ndarray | None = None,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     case_id: str = "",
+    compat: str | None = None,
 ) -> CaseMetrics:
-    """Score one binary prediction against its truth; arrays ordered (x, y, z), spacing in mm (x, y, z)."""
+    """Score one binary prediction against its truth; arrays ordered (x, y, z), spacing in mm (x, y, z).
+
+    ``compat`` (one of ``COMPAT_MODES``) scores the way an official evaluation did, quirks included.
+    """
     pred = _as_mask(pred, "prediction")
     truth = _as_mask(truth, "truth")
     if pred.shape != truth.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
     spacing = checked_spacing(spacing)
+    check_compat(compat, nsd_tolerance_mm)
     if not (math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0):
         raise InputError(f"NSD tolerance must be a finite number >= 0 mm, got {nsd_tolerance_mm}")
-    masd_mm, nsd = surface_scores(pred, truth, spacing, nsd_tolerance_mm)
+    masd_mm, nsd = surface_scores(pred, truth, spacing, nsd_tolerance_mm, compat)
     voxel_ml = float(np.prod(spacing)) / MM3_PER_ML
     truth_voxels = int(truth.sum())
     brain_voxels = _brain_voxels(brain, truth.shape)
@@ -152,15 +174,36 @@ def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
+def check_compat(compat: str | None, nsd_tolerance_mm: float) -> None:
+    """Refuse an unknown compatibility mode, or an NSD tolerance that the mode fixes otherwise."""
+    if compat is None:
+        return
+    if compat not in COMPAT_MODES:
+        raise InputError(f"unknown scoring compatibility {compat!r}; choose one of {', '.join(COMPAT_MODES)}")
+    if nsd_tolerance_mm != DEFAULT_NSD_TOLERANCE_MM:
+        raise InputError(f"compatibility {compat} scores NSD at {DEFAULT_NSD_TOLERANCE_MM:g} mm, as the official "
+                         f"script does; an NSD tolerance of {nsd_tolerance_mm:g} mm cannot be combined with it")
+
+
 def surface_scores(
-    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], nsd_tolerance_mm: float
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: tuple[float, float, float],
+    nsd_tolerance_mm: float,
+    compat: str | None = None,
 ) -> tuple[float, float]:
-    """MASD (mm) and NSD of two boolean masks, applying the empty-mask rule of the module docstring."""
+    """MASD (mm) and NSD of two boolean masks, applying the empty-mask rule of the module docstring.
+
+    With ``compat="bonbid2023"`` a single empty mask gives MASD NaN and the spacing is paired with
+    the axes in reverse, as the 2023 official script paired them.
+    """
     pred_empty, truth_empty = not pred.any(), not truth.any()
     if pred_empty and truth_empty:
         return 0.0, 1.0
     if pred_empty or truth_empty:
-        return distance_cap_mm(truth.shape, spacing), 0.0
+        return (math.nan if compat == BONBID2023 else distance_cap_mm(truth.shape, spacing)), 0.0
+    if compat == BONBID2023:
+        spacing = (spacing[2], spacing[1], spacing[0])
     pred_to_truth, truth_to_pred = directed_distances(pred, truth, spacing)
     masd = (pred_to_truth.weighted_mean() + truth_to_pred.weighted_mean()) / 2.0
     within = pred_to_truth.area_within(nsd_tolerance_mm) + truth_to_pred.area_within(nsd_tolerance_mm)
@@ -213,6 +256,9 @@ def burden_group(fraction: float) -> str:
 def summarize(rows: list[CaseMetrics]) -> dict:
     """Mean, population std and median of Dice, MASD and NSD, overall and per burden group, with counts.
 
+    A NaN value (the MASD of a single empty mask under ``compat="bonbid2023"``) is left out of
+    its metric's statistics, as the official mean leaves it out.
+
     The three burden groups are always listed (statistics ``None`` when a group has no
     case); "unknown" is listed only when some case has it. ``n_one_empty`` counts the cases
     scored by the one-empty-mask rule, whose MASD is the capped value. The resampling
@@ -253,6 +299,7 @@ def _group_statistics(rows: list[CaseMetrics], metrics: tuple[str, ...]) -> dict
     statistics: dict = {"n": len(rows)}
     for name in metrics:
         values = np.array([getattr(row, name) for row in rows], dtype=np.float64)
+        values = values[~np.isnan(values)]
         statistics[name] = (
             {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values))}
             if len(values)

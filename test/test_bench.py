@@ -1,4 +1,4 @@
-"""The benchmark's report (structure only: timings are printed, never asserted) and the fast inversion."""
+"""The benchmark's report (structure only: timings are printed, never asserted) and its parts."""
 
 import json
 from pathlib import Path
@@ -8,17 +8,19 @@ import pytest
 import torch
 
 from conftest import SMALL_SIZE, tiny_config
-from hieseg import bench
+from hieseg import bench, bench_report, inference_cli
+from hieseg.bench_baseline import BASELINE_SW_BATCH_SIZE
+from hieseg.bench_timing import BASELINE, CROPPED_BASELINE, PROJECT, STAGES
 from hieseg.config import CONFIG_FILENAME
 
 
 @pytest.fixture(scope="module")
 def report(untrained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """One tiny case, one repeat, the tiny configuration's training steps; written to a folder."""
+    """One tiny case, one repeat, two batch cases, the tiny configuration's training steps; written to a folder."""
     scratch = tmp_path_factory.mktemp("bench")
     result = bench.run_benchmark(
         untrained_model_dir, [SMALL_SIZE], repeats=1, device="cpu", overrides={"sw_batch_size": 2},
-        scratch=scratch / "work", threads=1,
+        scratch=scratch / "work", threads=1, batch_cases=2,
     )
     out = scratch / "results"
     bench.write_report(result, out)
@@ -30,13 +32,16 @@ def test_report_times_both_predictors_and_gives_a_positive_ratio(report: tuple[d
     (case,) = result["cases"]
     assert case["size"] == list(SMALL_SIZE)
     assert case["ratio"] > 0 and np.isfinite(case["ratio"])
-    for kind in (bench.PROJECT, bench.BASELINE):
+    for kind in (PROJECT, BASELINE):
         timing = case[kind]
         assert len(timing["seconds"]) == 1 and timing["cold_seconds"] > 0
-        assert set(timing["stage_seconds"]) == set(bench.STAGES)
+        assert set(timing["stage_seconds"]) == set(STAGES)
         assert timing["peak_rss_bytes"] >= timing["loaded_rss_bytes"] > 0
     assert case["project"]["settings"]["sw_batch_size"] == 2
-    assert case["baseline"]["settings"]["sw_batch_size"] == bench.BASELINE_SW_BATCH_SIZE
+    assert case["baseline"]["settings"]["sw_batch_size"] == BASELINE_SW_BATCH_SIZE
+    # Both predictors share the library's post-processing and the weights folder's settings for it.
+    for key in ("threshold", "min_component_mm3", "empty_fallback_probability"):
+        assert case["baseline"]["settings"][key] == case["project"]["settings"][key]
 
 
 def test_project_predicts_the_brain_crop_and_the_baseline_the_whole_volume(report: tuple[dict, Path]) -> None:
@@ -57,12 +62,23 @@ def test_report_compares_the_masks_and_the_probabilities(report: tuple[dict, Pat
 def test_cropped_baseline_sees_exactly_the_projects_input(report: tuple[dict, Path]) -> None:
     result, out = report
     (case,) = result["cases"]
-    cropped = case[bench.CROPPED_BASELINE]
-    assert cropped["network_grid"] == case[bench.PROJECT]["network_grid"]
+    cropped = case[CROPPED_BASELINE]
+    assert cropped["network_grid"] == case[PROJECT]["network_grid"]
     assert cropped["settings"]["brain_crop"] is True and case["baseline"]["settings"]["brain_crop"] is False
     assert case["cropped_ratio"] > 0
     assert 0 <= case["cropped_agreement"]["differing_fraction_of_brain"] <= 1
-    assert "## Against a baseline on the same brain-cropped input" in (out / bench.MARKDOWN_NAME).read_text()
+    assert "## Against a baseline on the same brain-cropped input" in (out / bench_report.MARKDOWN_NAME).read_text()
+
+
+def test_report_times_predict_against_a_loop_of_inference_processes(report: tuple[dict, Path]) -> None:
+    result, out = report
+    batch = result["batch"]
+    assert batch["cases"] == 2 and batch["size"] == list(SMALL_SIZE)
+    assert batch["loop_seconds"] > 0 and batch["predict_seconds"] > 0
+    assert batch["ratio"] == pytest.approx(batch["predict_cases_per_second"] / batch["loop_cases_per_second"])
+    assert batch["identical_masks"] == 2
+    text = (out / bench_report.MARKDOWN_NAME).read_text()
+    assert "## Batch prediction" in text and f"**{batch['ratio']:.2f}**" in text
 
 
 def test_report_has_training_throughput(report: tuple[dict, Path]) -> None:
@@ -74,8 +90,8 @@ def test_report_has_training_throughput(report: tuple[dict, Path]) -> None:
 
 def test_report_is_written_as_json_and_markdown(report: tuple[dict, Path]) -> None:
     result, out = report
-    assert json.loads((out / bench.JSON_NAME).read_text())["cases"][0]["ratio"] == result["cases"][0]["ratio"]
-    text = (out / bench.MARKDOWN_NAME).read_text()
+    assert json.loads((out / bench_report.JSON_NAME).read_text())["cases"][0]["ratio"] == result["cases"][0]["ratio"]
+    text = (out / bench_report.MARKDOWN_NAME).read_text()
     assert "| case (x y z) | project s | baseline s | ratio |" in text
     assert f"| {'x'.join(map(str, SMALL_SIZE))} |" in text and "steps/s" in text
     assert result["machine"]["torch"] == torch.__version__ and result["machine"]["device"] == "cpu"
@@ -98,10 +114,18 @@ def test_agreement_of_identical_and_of_shifted_outputs() -> None:
 
 
 def test_without_trained_weights_a_random_default_network_is_used(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(bench, "REPO_MODEL_DIR", tmp_path / "empty")
+    monkeypatch.setattr(inference_cli, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
+    monkeypatch.setattr(inference_cli, "BUNDLED_MODEL_DIR", tmp_path / "empty")
     folder, note = bench.resolve_model(None, tmp_path / "scratch")
     assert (folder / CONFIG_FILENAME).is_file() and list(folder.glob("*.pt"))
     assert "RANDOM" in note
+
+
+def test_the_default_weights_are_the_librarys_default_model_folder(
+    untrained_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(inference_cli, "CONTAINER_MODEL_DIR", untrained_model_dir)
+    assert bench.resolve_model(None, tmp_path) == (untrained_model_dir, f"trained weights from {untrained_model_dir}")
 
 
 def test_sizes_parse_from_the_command_line() -> None:

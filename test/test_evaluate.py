@@ -209,3 +209,48 @@ def test_a_model_without_config_is_reported_in_one_line(release: tuple[Path, Pat
     assert main([*argv, "--ceiling-spacing", "2", "-1", "4"]) == 2
     assert "spacing" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+
+
+def test_compat_bonbid2023_scores_as_the_2023_evaluation(release: tuple[Path, Path], tmp_path: Path) -> None:
+    """The z-moved plate of case02: the official pairing gives axis z the x spacing (0.9 mm), so
+    MASD is 0.9 / 2 and all of the surface is within 2 mm; case03's single empty mask has MASD NaN,
+    left out of the mean, which is therefore that of 0, 0.45 and 0."""
+    root, pred_dir = release
+    out = tmp_path / "report"
+    assert main(["--pred", str(pred_dir), "--truth", str(root), "--out", str(out), "--compat", "bonbid2023"]) == 0
+    with open(out / "per_case.csv", newline="") as handle:
+        rows = {row["case_id"]: row for row in csv.DictReader(handle)}
+    assert float(rows["case02"]["masd_mm"]) == pytest.approx(SPACING[0] / 2, abs=1e-5)
+    assert float(rows["case02"]["nsd"]) == 1.0
+    assert math.isnan(float(rows["case03"]["masd_mm"])) and float(rows["case03"]["nsd"]) == 0.0
+    assert (float(rows["case01"]["masd_mm"]), float(rows["case04"]["masd_mm"])) == (0.0, 0.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"] == {"nsd_tolerance_mm": 2.0, "compat": "bonbid2023"}
+    assert summary["overall"]["masd_mm"]["mean"] == pytest.approx(SPACING[0] / 2 / 3, abs=1e-6)
+    assert summary["overall"]["dice"]["mean"] == pytest.approx(0.5) and summary["overall"]["n"] == 4
+    assert "MASD NaN, left out of the MASD statistics" in (out / "summary.md").read_text()
+
+
+def test_compat_prediction_takes_the_truths_geometry_but_not_another_size(
+    release: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    root, pred_dir = release
+    moved = sitk.ReadImage(str(pred_dir / "case01.mha"))
+    moved.SetOrigin((50.0, 0.0, 0.0))
+    moved.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(moved, str(pred_dir / "case01.mha"))
+    argv = ["--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2 and "case01.mha: geometry disagrees" in capsys.readouterr().err
+    assert main([*argv, "--compat", "bonbid2023"]) == 0
+    with open(tmp_path / "r" / "per_case.csv", newline="") as handle:
+        assert next(csv.DictReader(handle))["dice"] == "1.0"
+    write_xyz(pred_dir / "case01.mha", np.zeros((24, 24, 9), np.uint8))
+    assert main([*argv, "--compat", "bonbid2023"]) == 2
+    assert "case01.mha: size (24, 24, 9) differs from the truth's (24, 24, 10)" in capsys.readouterr().err
+
+
+def test_compat_refuses_another_nsd_tolerance(release: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    root, pred_dir = release
+    argv = ["--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "r"), "--compat", "bonbid2023"]
+    assert main([*argv, "--nsd-tolerance", "1"]) == 2
+    assert "scores NSD at 2 mm" in capsys.readouterr().err and not (tmp_path / "r").exists()

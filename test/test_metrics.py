@@ -13,6 +13,7 @@ from monai.metrics.utils import create_table_neighbour_code_to_surface_area
 from scipy import ndimage
 
 from hieseg.metrics import (
+    BONBID2023,
     BURDEN_GROUPS,
     CEILING_METRIC,
     UNKNOWN_GROUP,
@@ -341,3 +342,73 @@ def test_official_mean_masd_skips_cases_with_an_empty_mask() -> None:
     ]
     assert official_mean_masd(rows) == {"mean": pytest.approx(3.0), "n": 2}
     assert official_mean_masd(rows[2:]) == {"mean": None, "n": 0}
+
+
+# --- the 2023 challenge evaluation's conventions (compat="bonbid2023") ----------------
+
+
+@pytest.mark.parametrize(
+    ("axis", "correct", "official"),
+    [(0, (0.4, 1.0), (2.0, 0.5)), (1, (0.4, 1.0), (0.4, 1.0)), (2, (2.0, 0.5), (0.4, 1.0))],
+)
+def test_compat_pairs_the_x_and_z_spacings_the_other_way(axis: int, correct: tuple, official: tuple) -> None:
+    """The one-voxel plate moved by one voxel along ``axis`` on a 0.8 x 0.8 x 4 mm grid.
+
+    MASD is half the spacing that the shift axis is given (see the plate test above), and NSD at
+    2 mm is 1 when that spacing is within 2 mm, else 0.5 (half of each surface stays at 0 mm).
+    The official script gives axis x the z spacing (4 mm) and axis z the x spacing (0.8 mm);
+    axis y keeps its own.
+    """
+    shape, size = [14, 14, 14], [8, 8, 8]
+    shape[axis], size[axis] = 6, 1
+    corner = tuple(2 if i == axis else 3 for i in range(3))
+    plate = box(tuple(shape), corner, tuple(size))
+    moved = np.roll(plate, 1, axis=axis)
+    default = score_case(moved, plate, ANISOTROPIC)
+    compat = score_case(moved, plate, ANISOTROPIC, compat=BONBID2023)
+    assert (default.masd_mm, default.nsd) == pytest.approx(correct, abs=1e-6)
+    assert (compat.masd_mm, compat.nsd) == pytest.approx(official, abs=1e-6)
+    assert compat.dice == default.dice == 0.0
+    assert compat.truth_ml == default.truth_ml  # volumes use the true voxel size either way
+
+
+def test_compat_equals_the_reference_on_a_zyx_array_with_xyz_spacing() -> None:
+    """What the official script does, literally: the (z, y, x) array that SimpleITK returns,
+    given the image's (x, y, z) spacing, scored by the independent reference."""
+    rng = np.random.default_rng(11)
+    spacing = (0.7, 1.1, 3.5)
+    truth = random_blobs(rng, (30, 26, 12))
+    pred = random_blobs(rng, (30, 26, 12)) | (truth & (rng.random(truth.shape) > 0.4))
+    expected_masd, expected_nsd = reference_scores(pred.transpose(2, 1, 0), truth.transpose(2, 1, 0), spacing, 2.0)
+    result = score_case(pred, truth, spacing, compat=BONBID2023)
+    assert result.masd_mm == pytest.approx(expected_masd, rel=1e-5)
+    assert result.nsd == pytest.approx(expected_nsd, rel=1e-5)
+    assert result.masd_mm != pytest.approx(score_case(pred, truth, spacing).masd_mm, rel=1e-2)
+
+
+@pytest.mark.parametrize("empty_side", ["pred", "truth"])
+def test_compat_gives_nan_masd_for_one_empty_mask(empty_side: str) -> None:
+    shape = (10, 20, 5)
+    lesion, empty = box(shape, (2, 2, 1), (3, 3, 2)), np.zeros(shape, dtype=bool)
+    pred, truth = (empty, lesion) if empty_side == "pred" else (lesion, empty)
+    result = score_case(pred, truth, (1.0, 0.5, 4.0), compat=BONBID2023)
+    assert (result.dice, result.nsd) == (0.0, 0.0) and math.isnan(result.masd_mm)
+    both_empty = score_case(empty, empty, (1.0, 0.5, 4.0), compat=BONBID2023)
+    assert (both_empty.dice, both_empty.masd_mm, both_empty.nsd) == (1.0, 0.0, 1.0)
+
+
+def test_summary_statistics_skip_a_nan_masd() -> None:
+    rows = [row("a", 0.5, 2.0, 0.5, "<1%"), row("b", 0.7, 4.0, 0.5, "<1%"),
+            row("c", 0.0, math.nan, 0.0, "1-5%", pred_ml=0.0)]
+    summary = summarize(rows)
+    assert summary["overall"]["masd_mm"] == {"mean": 3.0, "std": 1.0, "median": 3.0}
+    assert summary["overall"]["dice"]["mean"] == pytest.approx(0.4) and summary["overall"]["n"] == 3
+    assert summary["by_burden"]["1-5%"]["masd_mm"] is None and summary["by_burden"]["1-5%"]["n"] == 1
+
+
+def test_compat_fixes_the_nsd_tolerance_and_knows_its_modes() -> None:
+    cube = box((8, 8, 8), (2, 2, 2), (3, 3, 3))
+    with pytest.raises(ValueError, match="scores NSD at 2 mm"):
+        score_case(cube, cube, (1.0, 1.0, 1.0), nsd_tolerance_mm=1.0, compat=BONBID2023)
+    with pytest.raises(ValueError, match="unknown scoring compatibility 'bonbid2024'"):
+        score_case(cube, cube, (1.0, 1.0, 1.0), compat="bonbid2024")

@@ -1,0 +1,196 @@
+"""Batch prediction: the same masks as inference.py, named for evaluate, resumable, robust to a bad case."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SMALL_SIZE
+from hieseg import evaluate, inference_cli, predict
+from hieseg.cli_common import Shard, parse_shard
+from hieseg.layout import CONTAINER_ADC_DIR, CONTAINER_OUTPUT_DIR, CONTAINER_ZADC_DIR, adc_path, zadc_path
+from hieseg.synthetic import make_case, write_container_case
+
+THRESHOLD = "0.02"
+"""Near the random network's in-brain probabilities (1st-99th percentile 0.007-0.08): masks of
+many voxels whose borders any change in the computed probabilities would move."""
+CASE_IDS = ("case_a", "case_b", "case_c")
+
+
+@pytest.fixture(scope="module")
+def container_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three container-layout case folders, each with its own uuid (read-only for tests)."""
+    root = tmp_path_factory.mktemp("cases")
+    for seed, case_id in enumerate(CASE_IDS):
+        write_container_case(root / case_id, make_case(case_id, seed=10 + seed, size=SMALL_SIZE), f"uuid-{case_id}")
+    return root
+
+
+def flags(model: Path) -> list[str]:
+    return ["--model", str(model), "--device", "cpu", "--threshold", THRESHOLD]
+
+
+def inference_mask(case_input: Path, output: Path, model: Path) -> Path:
+    """The mask inference.py's main writes for one container case."""
+    assert inference_cli.main(["--input", str(case_input), "--output", str(output), *flags(model)]) == 0
+    (mask,) = (output / CONTAINER_OUTPUT_DIR).glob("*.mha")
+    return mask
+
+
+def assert_identical_images(path: Path, reference: Path) -> None:
+    image, expected = sitk.ReadImage(str(path)), sitk.ReadImage(str(reference))
+    assert image.GetPixelID() == expected.GetPixelID()
+    assert (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()) == (
+        expected.GetSize(), expected.GetSpacing(), expected.GetOrigin(), expected.GetDirection())
+    array, reference_array = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(expected)
+    assert np.array_equal(array, reference_array)
+    assert 0 < reference_array.sum() < reference_array.size  # a mask with a border to move, not all or nothing
+
+
+def read_table(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as handle:
+        return {row["case_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_masks_of_container_cases_are_bit_identical_to_inference_py(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "masks"
+    assert predict.main(["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir)]) == 0
+    assert sorted(p.name for p in out.glob("*.mha")) == [f"{case_id}.mha" for case_id in CASE_IDS]
+    for case_id in CASE_IDS:
+        reference = inference_mask(container_cases / case_id, tmp_path / f"inference-{case_id}", untrained_model_dir)
+        assert_identical_images(out / f"{case_id}.mha", reference)
+
+
+def test_release_masks_equal_inference_py_and_evaluate_reads_them(
+    small_release: Path, untrained_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "masks"
+    assert predict.main(["--input", str(small_release), "--output", str(out), *flags(untrained_model_dir)]) == 0
+    case_ids = sorted(p.name[: -len("-ADC_ss.mha")] for p in (small_release / "1ADC_ss").glob("*.mha"))
+    assert sorted(p.stem for p in out.glob("*.mha")) == case_ids
+    # The first case as the container would receive it.
+    single = tmp_path / "input"
+    for folder, source in ((CONTAINER_ADC_DIR, adc_path), (CONTAINER_ZADC_DIR, zadc_path)):
+        (single / folder).mkdir(parents=True)
+        shutil.copy(source(small_release, case_ids[0]), single / folder / "some-uuid.mha")
+    assert_identical_images(out / f"{case_ids[0]}.mha", inference_mask(single, tmp_path / "inference", untrained_model_dir))
+    assert evaluate.main(["--pred", str(out), "--truth", str(small_release), "--out", str(tmp_path / "report")]) == 0
+    assert len(read_table(tmp_path / "report" / evaluate.PER_CASE_CSV)) == len(case_ids)
+
+
+def test_table_has_seconds_and_the_written_masks_lesion_volume(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "masks"
+    assert predict.main(["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir)]) == 0
+    rows = read_table(out / predict.TABLE_NAME)
+    assert sorted(rows) == list(CASE_IDS)
+    for case_id, row in rows.items():
+        mask = sitk.ReadImage(str(out / f"{case_id}.mha"))
+        voxel_ml = np.prod(mask.GetSpacing()) / 1000.0
+        assert row["status"] == predict.WRITTEN and float(row["seconds"]) > 0 and row["device"] == "cpu"
+        assert float(row["lesion_ml"]) == pytest.approx(sitk.GetArrayViewFromImage(mask).sum() * voxel_ml, abs=1e-4)
+
+
+def test_weights_are_loaded_once_for_all_cases(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = predict.load_bundle
+    monkeypatch.setattr(predict, "load_bundle", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert predict.main(["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]) == 0
+    assert len(calls) == 1 and len(list(tmp_path.glob("*.mha"))) == len(CASE_IDS)
+
+
+def test_existing_masks_are_kept_unless_overwrite(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path
+) -> None:
+    argv = ["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]
+    kept = tmp_path / f"{CASE_IDS[0]}.mha"
+    sitk.WriteImage(sitk.Image(2, 2, 2, sitk.sitkUInt8), str(kept))  # stands for an earlier run's mask
+    assert predict.main(argv) == 0
+    assert sitk.ReadImage(str(kept)).GetSize() == (2, 2, 2)
+    rows = read_table(tmp_path / predict.TABLE_NAME)
+    assert rows[CASE_IDS[0]]["status"] == predict.EXISTING and rows[CASE_IDS[1]]["status"] == predict.WRITTEN
+    assert predict.main([*argv, "--overwrite"]) == 0
+    assert sitk.ReadImage(str(kept)).GetSize() == SMALL_SIZE
+    assert {row["status"] for row in read_table(tmp_path / predict.TABLE_NAME).values()} == {predict.WRITTEN}
+
+
+def test_a_bad_case_is_reported_and_the_others_are_written(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = tmp_path / "cases"
+    shutil.copytree(container_cases, cases)
+    (bad,) = (cases / CASE_IDS[1] / CONTAINER_ADC_DIR).glob("*.mha")
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "masks"
+    assert predict.main(["--input", str(cases), "--output", str(out), *flags(untrained_model_dir)]) == 2
+    assert sorted(p.stem for p in out.glob("*.mha")) == [CASE_IDS[0], CASE_IDS[2]]
+    err = capsys.readouterr().err
+    assert "1 case(s) failed" in err and f"{CASE_IDS[1]} (" in err and f"{bad}: " in err
+    rows = read_table(out / predict.TABLE_NAME)
+    assert rows[CASE_IDS[1]]["status"] == predict.FAILED and str(bad) in rows[CASE_IDS[1]]["error"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_shard_takes_every_nth_case_and_writes_its_own_table(
+    small_release: Path, untrained_model_dir: Path, tmp_path: Path
+) -> None:
+    argv = ["--input", str(small_release), "--output", str(tmp_path), *flags(untrained_model_dir), "--shard", "1/3"]
+    assert predict.main(argv) == 0
+    case_ids = sorted(p.name[: -len("-ADC_ss.mha")] for p in (small_release / "1ADC_ss").glob("*.mha"))
+    assert sorted(p.stem for p in tmp_path.glob("*.mha")) == case_ids[1::3]
+    assert sorted(read_table(tmp_path / "predictions.shard-1-of-3.csv")) == case_ids[1::3]
+
+
+def test_shards_are_disjoint_and_cover_the_list() -> None:
+    items = list(range(10))
+    shards = [parse_shard(f"{k}/3") for k in range(3)]
+    assert shards[0] == Shard(0, 3) and shards[2].take(items) == [2, 5, 8]
+    assert sorted(i for shard in shards for i in shard.take(items)) == items
+    for bad in ("3/3", "1", "a/2", "-1/2", "0/0"):
+        with pytest.raises(Exception, match="K/N"):
+            parse_shard(bad)
+
+
+def test_an_input_that_is_no_case_folder_is_refused_in_one_line(
+    tmp_path: Path, untrained_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = ["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "out"), *flags(untrained_model_dir)]
+    assert predict.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no cases found" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_worker_counts_and_devices_are_checked() -> None:
+    assert predict.worker_devices("cpu", None, 3) == ["cpu"] * 3
+    assert predict.worker_devices("auto", "cpu,cpu", 2) == ["cpu"] * 4
+    assert predict.cpu_threads(["cpu"]) is None and predict.cpu_threads(["cpu"] * 64) == 1
+    with pytest.raises(Exception, match="--workers must be at least 1"):
+        predict.worker_devices("cpu", None, 0)
+    with pytest.raises(Exception, match="--device gpu7: not a supported device"):
+        predict.worker_devices("cpu", "cpu,gpu7", 1)
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_same_masks(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Two spawned CPU workers (one intra-op thread each) against the one-process run."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert predict.main(["--input", str(container_cases), "--output", str(one), *flags(untrained_model_dir)]) == 0
+    assert predict.main(["--input", str(container_cases), "--output", str(two), *flags(untrained_model_dir),
+                         "--workers", "2"]) == 0
+    for case_id in CASE_IDS:
+        assert_identical_images(two / f"{case_id}.mha", one / f"{case_id}.mha")
+    assert len({row["device"] for row in read_table(two / predict.TABLE_NAME).values()}) == 1
