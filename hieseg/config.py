@@ -29,7 +29,11 @@ from typing import Any
 from hieseg.errors import ConfigError
 
 CONFIG_FILENAME = "config.json"
-CONFIG_FORMAT_VERSION = 1
+CONFIG_FORMAT_VERSION = 2
+"""2: the network is chosen by ``network.name`` and the U-Net's settings moved to section ``unet``
+(version 1 files, such as the demo weights' config.json, are migrated when read)."""
+NETWORK_NAMES: tuple[str, ...] = ("unet", "dynunet", "segresnet", "swinunetr")
+"""The networks ``network.name`` chooses among (built by ``hieseg.network``), each with its own section."""
 LOSS_NAMES: tuple[str, ...] = (
     "dice",
     "dicefocal",
@@ -77,6 +81,12 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+def per_axis(rule: Rule) -> Rule:
+    """A rule for each axis of a per-axis item, e.g. each (x, y, z) stride of a list of strides."""
+    return Rule(lambda value: all(rule.holds(v) for v in value), f"{rule.text} on every axis")
+
+
+ODD = Rule(lambda value: value % 2 == 1, "odd")
 POSITIVE = between(0, open_low=True)
 NON_NEGATIVE = between(0)
 AT_LEAST_ONE = between(1)
@@ -143,26 +153,169 @@ class AugmentConfig(_Section):
 
 @dataclass
 class NetworkConfig(_Section):
-    """Arguments of ``monai.networks.nets.UNet``."""
+    """Which network to train (``name``) and what every network shares; each network's own
+    settings are in the section of its name (``unet``, ``dynunet``, ...), and only that one is used."""
 
+    name: str = setting("unet", one_of(*NETWORK_NAMES))
     in_channels: int = setting(2, one_of(2))
     """ADC and Z_ADC: the preprocessing always stacks these two."""
     out_channels: int = setting(1, one_of(1))
     """One lesion logit per voxel (sigmoid); the losses and the predictor expect it."""
+    output_prior: float = setting(0.01, OPEN_UNIT)
+    """Initial lesion probability everywhere: lesions are rare, so training starts near 'no lesion'."""
+
+
+@dataclass
+class UNetConfig(_Section):
+    """Arguments of ``monai.networks.nets.UNet`` (``network.name`` unet, the default)."""
+
     channels: tuple[int, ...] = setting((16, 32, 64, 128), AT_LEAST_ONE)
     strides: tuple[int, ...] = setting((2, 2, 2), AT_LEAST_ONE)
     num_res_units: int = setting(2, NON_NEGATIVE)
     norm: str = setting("instance", one_of("instance", "batch"))
     dropout: float = setting(0.1, between(0, 1, open_high=True))
-    output_prior: float = setting(0.01, OPEN_UNIT)
-    """Initial lesion probability everywhere: lesions are rare, so training starts near 'no lesion'."""
 
     def check_together(self) -> None:
         if len(self.strides) != len(self.channels) - 1:
             raise ConfigError(
-                f"network.strides: one stride per down-sampling step, so {len(self.channels) - 1} for "
+                f"unet.strides: one stride per down-sampling step, so {len(self.channels) - 1} for "
                 f"{len(self.channels)} channel levels, got {len(self.strides)}"
             )
+
+    def size_multiple(self) -> tuple[int, int, int]:
+        """What every axis of an input patch must be a multiple of: each stride divides it, on every axis."""
+        return (math.prod(self.strides),) * 3
+
+
+@dataclass
+class DynUNetConfig(_Section):
+    """Arguments of ``monai.networks.nets.DynUNet``, nnU-Net's U-Net (``network.name`` dynunet).
+
+    One kernel and one stride (x, y, z) per resolution stage, input stage first and bottleneck
+    last. The defaults follow nnU-Net's planning for this data's grid: about 0.9 x 0.9 x 2.8 mm
+    (slices 2-6 mm thick, resampled to the median), so z is about 3 times coarser than x and y.
+    nnU-Net leaves an axis alone while its spacing is over twice the finest one, hence the first
+    stage convolves and the first down-sampling halves in-plane only (kernel 3 x 3 x 1, stride
+    2 x 2 x 1); after it the grid is about 1.9 x 1.9 x 2.8 mm, close enough to isotropic that the
+    next stages work in 3D. A 96 x 96 x 32 patch ends at 6 x 6 x 4 voxels, above nnU-Net's minimum of 4.
+    """
+
+    kernel_size: tuple[tuple[int, int, int], ...] = setting(
+        ((3, 3, 1), (3, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)), per_axis(ODD)
+    )
+    strides: tuple[tuple[int, int, int], ...] = setting(
+        ((1, 1, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2)), per_axis(AT_LEAST_ONE)
+    )
+    filters: tuple[int, ...] = setting((32, 64, 128, 256, 320), AT_LEAST_ONE)
+    """Feature maps per stage: nnU-Net's 32 doubling per stage, capped at 320."""
+    norm: str = setting("instance", one_of("instance", "batch"))
+    """Instance norm (with affine parameters) as in nnU-Net, or batch norm."""
+    dropout: float = setting(0.0, between(0, 1, open_high=True))
+    res_block: bool = False
+    """Residual convolution blocks; nnU-Net's default plans use plain ones."""
+    deep_supervision_heads: int | None = setting(None, NON_NEGATIVE)
+    """Lower-resolution outputs trained beside the full-resolution one (``hieseg.losses``), 0 for
+    none. None: nnU-Net's choice, every decoder output but the coarsest (nnU-Net computes that one
+    and gives it weight 0; here it is not built), so len(strides) - 3 heads."""
+
+    def check_together(self) -> None:
+        stages = len(self.strides)
+        if stages < 3 or len(self.kernel_size) != stages or len(self.filters) != stages:
+            raise ConfigError(
+                "dynunet.kernel_size, dynunet.strides, dynunet.filters: one of each per stage and at least 3 stages "
+                f"(input, down-sampling, bottleneck), got {len(self.kernel_size)}, {stages} and {len(self.filters)}"
+            )
+        if self.strides[0] != (1, 1, 1):
+            raise ConfigError(
+                f"dynunet.strides: the input stage must keep the full resolution (1, 1, 1), or the output would be "
+                f"smaller than the patch; got {_shown(self.strides[0])}"
+            )
+        most = stages - 2
+        if self.deep_supervision_heads is not None and self.deep_supervision_heads > most:
+            raise ConfigError(
+                f"dynunet.deep_supervision_heads: at most {most} with {stages} stages (one per decoder stage below "
+                f"the full resolution), got {self.deep_supervision_heads}"
+            )
+
+    def heads(self) -> int:
+        """The number of deep-supervision heads built, ``deep_supervision_heads`` resolved."""
+        return len(self.strides) - 3 if self.deep_supervision_heads is None else self.deep_supervision_heads
+
+    def size_multiple(self) -> tuple[int, int, int]:
+        """The product of the strides on each axis."""
+        return tuple(math.prod(stride[axis] for stride in self.strides) for axis in range(3))  # type: ignore[return-value]
+
+
+@dataclass
+class SegResNetConfig(_Section):
+    """Arguments of ``monai.networks.nets.SegResNet`` (``network.name`` segresnet).
+
+    Its down-sampling is isotropic (stride 2 on every axis per level), so nothing here adapts
+    it to thick slices; the defaults are MONAI's except 16 initial filters instead of 8.
+    """
+
+    init_filters: int = setting(16, AT_LEAST_ONE)
+    blocks_down: tuple[int, ...] = setting((1, 2, 2, 4), AT_LEAST_ONE)
+    """Residual blocks per encoder level; each level after the first halves every axis."""
+    blocks_up: tuple[int, ...] = setting((1, 1, 1), AT_LEAST_ONE)
+    norm: str = setting("group", one_of("group", "instance", "batch"))
+    num_groups: int = setting(8, AT_LEAST_ONE)
+    """Groups of the group norm (ignored by the others)."""
+    dropout: float = setting(0.0, between(0, 1, open_high=True))
+    upsample_mode: str = setting("nontrainable", one_of("nontrainable", "deconv", "pixelshuffle"))
+
+    def check_together(self) -> None:
+        if len(self.blocks_up) != len(self.blocks_down) - 1:
+            raise ConfigError(
+                f"segresnet.blocks_up: one per decoder level, so {len(self.blocks_down) - 1} for "
+                f"{len(self.blocks_down)} encoder levels, got {len(self.blocks_up)}"
+            )
+        if self.norm == "group" and self.init_filters % self.num_groups:
+            raise ConfigError(
+                f"segresnet.num_groups: must divide segresnet.init_filters ({self.init_filters}) for the group norm, "
+                f"got {self.num_groups}"
+            )
+
+    def size_multiple(self) -> tuple[int, int, int]:
+        return (2 ** (len(self.blocks_down) - 1),) * 3
+
+
+@dataclass
+class SwinUNETRConfig(_Section):
+    """Arguments of ``monai.networks.nets.SwinUNETR`` (``network.name`` swinunetr).
+
+    The patch embedding takes 2 x 2 x 2 voxels and four stages each halve the grid, so every
+    axis of a patch must be a multiple of 32. Feature size 24 (about 15 million parameters)
+    rather than the published 48 (about 62 million): this data set has under a hundred cases.
+    """
+
+    feature_size: int = setting(24, Rule(lambda value: value > 0 and value % 12 == 0, "a positive multiple of 12"))
+    depths: tuple[int, int, int, int] = setting((2, 2, 2, 2), AT_LEAST_ONE)
+    """Swin blocks in each of the four stages."""
+    num_heads: tuple[int, int, int, int] = setting((3, 6, 12, 24), AT_LEAST_ONE)
+    """Attention heads in each stage; stage i has feature_size * 2^i features to share among them."""
+    window_size: tuple[int, int, int] = setting((7, 7, 7), AT_LEAST_ONE)
+    """Attention window (clipped by MONAI to a stage's grid where that is smaller, e.g. thin z)."""
+    norm: str = setting("instance", one_of("instance", "batch"))
+    drop_rate: float = setting(0.0, between(0, 1))
+    attn_drop_rate: float = setting(0.0, between(0, 1))
+    dropout_path_rate: float = setting(0.0, between(0, 1))
+    use_v2: bool = False
+    """SwinUNETR-v2: a residual convolution block before each Swin stage."""
+    use_checkpoint: bool = False
+    """Gradient checkpointing: less memory, slower steps; the weights are the same."""
+
+    def check_together(self) -> None:
+        for stage, heads in enumerate(self.num_heads):
+            features = self.feature_size * 2**stage
+            if features % heads:
+                raise ConfigError(
+                    f"swinunetr.num_heads: stage {stage} has {features} features, which {heads} heads cannot share "
+                    f"equally; got {_shown(self.num_heads)}"
+                )
+
+    def size_multiple(self) -> tuple[int, int, int]:
+        return (32, 32, 32)
 
 
 @dataclass
@@ -281,6 +434,10 @@ class ExperimentConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    dynunet: DynUNetConfig = field(default_factory=DynUNetConfig)
+    segresnet: SegResNetConfig = field(default_factory=SegResNetConfig)
+    swinunetr: SwinUNETRConfig = field(default_factory=SwinUNETRConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -288,6 +445,26 @@ class ExperimentConfig:
     provenance: ProvenanceConfig | None = None
     """Set in the config.json written by training (``hieseg.provenance``); None in older files."""
     format_version: int = CONFIG_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        """Check what ties sections together: the patch and window sizes the chosen network accepts."""
+        multiple = self.network_settings().size_multiple()
+        for name, size in (("train.patch_size", self.train.patch_size), ("inference.roi_size", self.inference.roi_size)):
+            if any(length % step for length, step in zip(size, multiple)):
+                raise ConfigError(
+                    f"{name}: network {self.network.name} needs each axis to be a multiple of "
+                    f"{' x '.join(str(step) for step in multiple)} (see its section {self.network.name!r}), "
+                    f"got {_shown(size)}"
+                )
+            if math.prod(length // step for length, step in zip(size, multiple)) == 1:
+                raise ConfigError(
+                    f"{name}: network {self.network.name} reduces {_shown(size)} to a single voxel at its coarsest "
+                    f"resolution, where normalisation has nothing to normalise; make an axis twice as long"
+                )
+
+    def network_settings(self) -> UNetConfig | DynUNetConfig | SegResNetConfig | SwinUNETRConfig:
+        """The section of the network that ``network.name`` chooses."""
+        return getattr(self, self.network.name)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready data; no ``provenance`` key when there is none, as in older files."""
@@ -308,9 +485,11 @@ class ExperimentConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"expected an object of sections, got {_shown(data)}")
         version = data.get("format_version", CONFIG_FORMAT_VERSION)
-        if version != CONFIG_FORMAT_VERSION:
+        if version == 1:
+            data = _from_version_1(data)
+        elif version != CONFIG_FORMAT_VERSION:
             raise ConfigError(
-                f"config format_version {_shown(version)} is not supported (expected {CONFIG_FORMAT_VERSION})"
+                f"config format_version {_shown(version)} is not supported (expected 1 or {CONFIG_FORMAT_VERSION})"
             )
         kwargs: dict[str, Any] = {}
         for name, section_data in data.items():
@@ -343,7 +522,7 @@ class ExperimentConfig:
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
             if section not in data or not isinstance(data[section], dict) or key not in data[section]:
-                raise ConfigError(f"unknown config key {dotted!r}")
+                raise ConfigError(f"unknown config key {dotted!r}{_moved_hint(section, [key])}")
             data[section][key] = value
         return ExperimentConfig.from_dict(data)
 
@@ -352,6 +531,10 @@ _SECTION_TYPES: dict[str, type] = {
     "preprocess": PreprocessConfig,
     "augment": AugmentConfig,
     "network": NetworkConfig,
+    "unet": UNetConfig,
+    "dynunet": DynUNetConfig,
+    "segresnet": SegResNetConfig,
+    "swinunetr": SwinUNETRConfig,
     "loss": LossConfig,
     "train": TrainConfig,
     "inference": InferenceConfig,
@@ -366,8 +549,28 @@ def _build_section(section_type: type, data: Any, name: str) -> Any:
     known = {f.name for f in dataclasses.fields(section_type)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown key(s) in section {name!r}: {', '.join(unknown)}")
+        raise ConfigError(f"unknown key(s) in section {name!r}: {', '.join(unknown)}{_moved_hint(name, unknown)}")
     return section_type(**data)
+
+
+_UNET_KEYS = frozenset(f.name for f in dataclasses.fields(UNetConfig))
+
+
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A format_version 1 config as version 2: only the U-Net existed, its settings were in ``network``."""
+    data = {**data, "format_version": CONFIG_FORMAT_VERSION}
+    if isinstance(data.get("network"), dict):
+        network = dict(data["network"])
+        data["unet"] = {key: network.pop(key) for key in list(network) if key in _UNET_KEYS}
+        data["network"] = {"name": "unet", **network}
+    return data
+
+
+def _moved_hint(section: str, keys: list[str]) -> str:
+    """Where keys of a version 1 ``network`` section went, for the message refusing them."""
+    if section == "network" and keys and set(keys) <= _UNET_KEYS:
+        return " (the U-Net's settings are in section 'unet' since format_version 2)"
+    return ""
 
 
 def _section_name(section_type: type) -> str:

@@ -20,6 +20,14 @@ swamped by the sigmoid summed over a patch's ~1e5 voxels) and its gradient vanis
 its false positives go unpunished and a constant dominates the loss. Pooled, the empty
 patch's false positives count against the batch's lesion voxels and are penalised, and
 the ratio stays informative whenever one patch in the batch has lesion. The Hausdorff-DT term is a per-voxel mean, which pooling does not change.
+
+Deep supervision (:func:`build_training_loss`), as nnU-Net does it: a network that returns
+logits at several resolutions (a DynUNet, ``hieseg.network``) is scored by the same loss at each
+of them, against the labels downsampled to that output's size by nearest-neighbour
+('nearest-exact', as nnU-Net v2's ``DownsampleSegForDSTransform``), with weights 1/2^i from the
+full resolution down, normalised to sum 1. MONAI's :class:`DeepSupervisionLoss` does exactly
+this when given the weights. Which outputs exist, and so nnU-Net's dropping of the coarsest
+one, is decided by the network's configuration (``dynunet.deep_supervision_heads``).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from monai.losses import DiceFocalLoss, DiceLoss, HausdorffDTLoss, LogHausdorffDTLoss, TverskyLoss
+from monai.losses import DeepSupervisionLoss, DiceFocalLoss, DiceLoss, HausdorffDTLoss, LogHausdorffDTLoss, TverskyLoss
 from torch import nn
 
 from hieseg.config import LOSS_NAMES, LossConfig
@@ -121,3 +129,36 @@ if tuple(_BUILDERS) != LOSS_NAMES:
 def build_loss(config: LossConfig) -> nn.Module:
     """The loss named by ``config.name`` (checked by the config), taking logits and 0/1 labels of shape (B, 1, X, Y, Z)."""
     return _BUILDERS[config.name](config)
+
+
+class DeepSupervisedLoss(DeepSupervisionLoss):
+    """MONAI's deep-supervision wrapper with fixed weights, refusing a list of outputs of another length.
+
+    MONAI's falls back to its own weights when a network returns more outputs than weights
+    were given; here that mismatch is a bug, so it is an error.
+    """
+
+    def __init__(self, loss: nn.Module, weights: list[float]) -> None:
+        super().__init__(loss, weights=weights)
+
+    def forward(self, input: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        outputs = len(input) if isinstance(input, (list, tuple)) else 1
+        if outputs != len(self.weights):
+            raise ValueError(f"the network returned {outputs} output(s), the loss weights {len(self.weights)}")
+        return super().forward(input, target)
+
+
+def deep_supervision_weights(outputs: int) -> list[float]:
+    """nnU-Net's weights of ``outputs`` supervised outputs, full resolution first: 1/2^i, normalised to sum 1."""
+    weights = [0.5**level for level in range(outputs)]
+    return [weight / sum(weights) for weight in weights]
+
+
+def build_training_loss(config: LossConfig, outputs: int = 1) -> DeepSupervisedLoss:
+    """The loss of ``config`` for a network that returns ``outputs`` logit tensors while training.
+
+    One output (a tensor) is scored exactly as :func:`build_loss` scores it; several (a list,
+    full resolution first) are scored each against the labels brought to its size, and summed
+    with :func:`deep_supervision_weights`. Logits of any float type are scored in float32.
+    """
+    return DeepSupervisedLoss(build_loss(config), deep_supervision_weights(outputs))

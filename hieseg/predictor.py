@@ -26,7 +26,7 @@ from hieseg.config import CONFIG_FILENAME, ExperimentConfig, InferenceConfig
 from hieseg.errors import ConfigError, ModelError
 from hieseg.image_io import from_xyz_array
 from hieseg.layout import CaseImages
-from hieseg.network import build_network
+from hieseg.network import build_network, network_of_state
 from hieseg.postprocess import final_mask
 from hieseg.provenance import warn_on_version_drift
 from hieseg.resampling import invert_resampling_on_support
@@ -71,7 +71,11 @@ def select_device(requested: str = "auto") -> torch.device:
 
 
 def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
-    """Read ``config.json`` and every ``*.pt`` state dict of a weights folder (warning when other versions made them)."""
+    """Read ``config.json`` and every ``*.pt`` state dict of a weights folder (warning when other versions made them).
+
+    The folder's one config.json builds every network, so an ensemble cannot mix networks: a
+    ``*.pt`` saved from another network than the one config.json names is refused, naming both.
+    """
     model_dir = Path(model_dir)
     config_path = model_dir / CONFIG_FILENAME
     if not config_path.is_file():
@@ -90,13 +94,18 @@ def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
 
 def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> torch.nn.Module:
     """The network of ``config`` with the weights of ``path``; a file that is not such weights is a :class:`ModelError`."""
-    network = build_network(config.network)
+    network = build_network(config)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, EOF) for a damaged file
         raise ModelError(f"{path}: unreadable weights file ({path.stat().st_size} bytes): not a state dict "
                          "saved by train.py, or truncated or corrupt") from exc
     problem = _state_mismatch(network.state_dict(), state)
+    other = network_of_state(state) if problem and isinstance(state, dict) else None
+    if other is not None and other != config.network.name:
+        raise ModelError(f"{path}: weights of network {other}, but {CONFIG_FILENAME} names network "
+                         f"{config.network.name}; the weights of one folder are ensembled, so they must all be of "
+                         f"its {CONFIG_FILENAME}'s network")
     if problem:
         raise ModelError(f"{path}: incompatible with the network of {CONFIG_FILENAME}: {problem}")
     network.load_state_dict(state)

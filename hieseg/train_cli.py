@@ -1,14 +1,20 @@
-"""Command line of ``train.py``: train one fold, all folds, or on an explicit validation list."""
+"""Command line of ``train.py``: train one fold, all folds, or on an explicit validation list.
+
+Started by ``torchrun --nproc_per_node N train.py ...`` it trains each model on N processes
+(see :mod:`hieseg.distributed`): rank 0 logs, prints and writes, the other ranks only report
+warnings and errors, and post-processing tuning runs on rank 0 once training is over.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
+from hieseg import distributed
 from hieseg.cli_common import build_config, configure_logging, parse_overrides, run_reporting_errors
 from hieseg.config import LOSS_NAMES, ExperimentConfig
 from hieseg.errors import ConfigError
-from hieseg.predictor import select_device
 from hieseg.training import train
 from hieseg.tuning import TUNING_JSON, tune_trained_folder
 
@@ -28,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-cases", help="comma-separated case ids to validate on instead of a fold")
     parser.add_argument("--epochs", type=int, help="maximum number of epochs")
     parser.add_argument("--seed", type=int, help="random seed for splits, sampling and initialisation")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA if available), cpu, cuda or cuda:N; under torchrun each process "
+                             "uses cuda:LOCAL_RANK (auto, cuda) or the CPU (cpu)")
     parser.add_argument("--resume", action="store_true", help="continue from runs/<fold>/last.ckpt")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -51,30 +59,36 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
 
     def run() -> int:
+        ranks = distributed.torchrun_ranks()
+        if not ranks.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
         config = config_from_args(args)
         validation_ids = [c.strip() for c in args.val_cases.split(",") if c.strip()] if args.val_cases else None
         if args.all_folds and validation_ids:
             raise ConfigError("--all-folds and --val-cases exclude each other")
         folds = range(config.train.folds) if args.all_folds else [config.train.fold]
+        device = distributed.rank_device(args.device, ranks)
         runs = []
-        for fold in folds:
-            result = train(
-                config.with_overrides({"train.fold": fold}),
-                args.data,
-                args.out,
-                validation_ids=validation_ids,
-                resume=args.resume,
-                device=args.device,
-                progress=not args.no_progress,
-            )
-            print(
-                f"{result.weights}: best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch} "
-                f"({result.epochs_run} epochs, {len(result.training_ids)} training / "
-                f"{len(result.validation_ids)} validation cases)"
-            )
-            runs.append((result.weights, result.validation_ids))
-        if config.tuning.enabled:
-            tuned = tune_trained_folder(args.data, args.out, runs, select_device(args.device), not args.no_progress)
+        with distributed.process_group(ranks, device):
+            for fold in folds:
+                result = train(
+                    config.with_overrides({"train.fold": fold}),
+                    args.data,
+                    args.out,
+                    validation_ids=validation_ids,
+                    resume=args.resume,
+                    device=str(device),
+                    progress=not args.no_progress,
+                )
+                if ranks.is_main:
+                    print(
+                        f"{result.weights}: best validation Dice {result.best_dice:.4f} at epoch "
+                        f"{result.best_epoch} ({result.epochs_run} epochs, {len(result.training_ids)} training / "
+                        f"{len(result.validation_ids)} validation cases)"
+                    )
+                runs.append((result.weights, result.validation_ids))
+        if config.tuning.enabled and ranks.is_main:
+            tuned = tune_trained_folder(args.data, args.out, runs, device, not args.no_progress)
             chosen = tuned.chosen
             print(
                 f"post-processing tuned on {len(tuned.case_ids)} validation case(s): threshold {chosen.threshold:g}, "

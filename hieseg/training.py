@@ -13,6 +13,14 @@ process and in each loader worker) is derived from (seed, epoch) when the epoch 
 epoch number saved in the checkpoint restores them all. Every file is replaced atomically
 after each epoch, so a run killed at any moment (SIGTERM, Ctrl-C) leaves a consistent
 ``last.ckpt``; a resumed run drops the log rows past it. A fresh run starts fresh logs.
+
+Under ``torchrun`` (:mod:`hieseg.distributed`) every rank runs :func:`train` with the same
+arguments and trains the same network under :class:`~torch.nn.parallel.DistributedDataParallel`,
+which averages the gradients, so the ranks' weights stay identical. Rank 0 alone checks and
+writes the outputs (the same files as a single process), validates and decides on the best
+weights and on early stopping; the other ranks receive its decisions (and, on resume, its
+checkpoint) at the end of each epoch, so all stop together. See :func:`_training_loader` for how
+the ranks draw different patches.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +45,19 @@ import SimpleITK as sitk
 import torch
 from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai.utils import set_determinism
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from hieseg import distributed
 from hieseg.brain import brain_of
 from hieseg.config import CONFIG_FILENAME, ExperimentConfig
 from hieseg.errors import ConfigError, DatasetError, ModelError, OutputError
 from hieseg.image_io import require_writable, write_atomic
 from hieseg.layout import CaseImages, discover_cases, load_case
-from hieseg.losses import build_loss
+from hieseg.losses import build_training_loss
 from hieseg.metrics import dice_score
-from hieseg.network import build_network
-from hieseg.predictor import Predictor, select_device
+from hieseg.network import build_network, supervised_outputs
+from hieseg.predictor import Predictor
 from hieseg.provenance import current_provenance
 from hieseg.spacing import with_data_spacing
 from hieseg.splits import train_validation_split
@@ -115,16 +126,22 @@ def train(
     """Train one model and keep its best weights by validation Dice in the native grid.
 
     ``out_dir`` must be writable and, unless ``resume``, hold no checkpoint of this run; both
-    are checked before any work.
+    are checked before any work. Under torchrun every rank calls this alike and gets the same
+    result; only rank 0 shows progress.
     """
     out_dir = Path(out_dir)
     name = run_name(config, validation_ids)
-    checkpoint_path = out_dir / "runs" / name / CHECKPOINT_FILE
+    ranks = distributed.current()
+    distributed.on_main(lambda: _check_output(out_dir, out_dir / "runs" / name / CHECKPOINT_FILE, resume), ranks)
+    with _torch_threads(intra_op_threads(config, ranks.local_world_size)):
+        return _train(config, data_root, out_dir, name, validation_ids, resume, device, progress and ranks.is_main,
+                      ranks)
+
+
+def _check_output(out_dir: Path, checkpoint_path: Path, resume: bool) -> None:
     require_writable(out_dir, folder=True)
     if checkpoint_path.exists() and not resume:
         raise OutputError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
-    with _torch_threads(intra_op_threads(config)):
-        return _train(config, data_root, out_dir, name, validation_ids, resume, device, progress)
 
 
 def _train(
@@ -136,11 +153,12 @@ def _train(
     resume: bool,
     device: str,
     progress: bool,
+    ranks: distributed.Ranks,
 ) -> TrainingResult:
     run_dir = out_dir / "runs" / name
     checkpoint_path = run_dir / CHECKPOINT_FILE
     set_determinism(seed=config.train.seed)
-    torch_device = select_device(device)
+    torch_device = distributed.rank_device(device, ranks)
 
     cases = load_cases(data_root, progress)
     config = with_data_spacing(config, [case.adc.GetSpacing() for case in cases])
@@ -157,57 +175,60 @@ def _train(
     LOG.info("%d training and %d validation cases", len(training_ids), len(validation))
     check_labels(data_root, [by_id[i] for i in training_ids], [by_id[i] for i in validation])
 
-    network = build_network(config.network).to(torch_device)
-    loss_function = build_loss(config.loss)
-    optimizer = torch.optim.AdamW(
-        network.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
-    use_amp = config.train.amp and torch_device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    network = build_network(config).to(torch_device)
+    loss_function = build_training_loss(config.loss, supervised_outputs(config))
+    optimizer, scheduler, scaler = build_optimization(config, network, torch_device)
     state = _State()
-    if resume and checkpoint_path.exists():
-        state = _load_checkpoint(checkpoint_path, config, network, optimizer, scheduler, scaler)
+    checkpoint = distributed.on_main(
+        lambda: _read_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None, ranks
+    )
+    if checkpoint is not None:
+        state = _restore_checkpoint(checkpoint, checkpoint_path, config, network, optimizer, scheduler, scaler)
         LOG.info("resumed %s at epoch %d", checkpoint_path, state.epoch)
-    _write_config(config, out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loader = _training_loader(config, [by_id[i] for i in training_ids], torch_device)
+    history = distributed.on_main(lambda: _prepare_outputs(config, out_dir, run_dir, state.epoch), ranks)
+    writer = _tensorboard_writer(run_dir, state.epoch) if ranks.is_main else None
+    model = distributed.data_parallel(network, torch_device, ranks)
+    loader = _training_loader(config, [by_id[i] for i in training_ids], torch_device, ranks)
 
     weights_path = out_dir / f"{name}.pt"
     validation_cases = [by_id[i] for i in validation]
-    history = _continued_history(run_dir, state.epoch)
-    writer = _tensorboard_writer(run_dir, state.epoch)
+
+    def end_epoch(row: dict[str, float], done: _State, started: float) -> tuple[dict[str, float], _State]:
+        """Rank 0's part of an epoch: validation when due, the best weights, the logs and the checkpoint."""
+        if row["epoch"] % config.train.validate_every == 0 or row["epoch"] == config.train.epochs:
+            row["val_dice"] = validate(config, network, validation_cases, torch_device)
+            network.train()
+            if row["val_dice"] > done.best_dice:
+                done = replace(done, best_dice=row["val_dice"], best_epoch=row["epoch"], stale_validations=0)
+                _save_atomic(network.state_dict(), weights_path)
+            else:
+                done = replace(done, stale_validations=done.stale_validations + 1)
+        row["seconds"] = time.perf_counter() - started
+        _write_metrics(run_dir / METRICS_FILE, [*history, row])
+        for key in ("train_loss", "val_dice", "learning_rate"):
+            if not math.isnan(row[key]):
+                writer.add_scalar(key, row[key], row["epoch"])
+        writer.flush()
+        _save_checkpoint(checkpoint_path, config, network, optimizer, scheduler, scaler, done)
+        return row, done
+
     epochs = tqdm(range(state.epoch, config.train.epochs), desc=f"training {name}", disable=not progress, unit="epoch")
     for epoch in epochs:
         started = time.perf_counter()
-        seed_epoch(loader, epoch_seed(config.train.seed, epoch))
-        train_loss = _train_epoch(config, network, loader, loss_function, optimizer, scaler, torch_device, progress)
+        seed_epoch(loader, epoch_seed(config.train.seed, epoch, ranks.rank))
+        train_loss = _train_epoch(config, model, loader, loss_function, optimizer, scaler, torch_device, progress,
+                                  epoch)
         scheduler.step()
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": math.nan,
-               "learning_rate": scheduler.get_last_lr()[0]}
-        is_last = epoch + 1 == config.train.epochs
-        if (epoch + 1) % config.train.validate_every == 0 or is_last:
-            row["val_dice"] = validate(config, network, validation_cases, torch_device)
-            network.train()
-            if row["val_dice"] > state.best_dice:
-                state.best_dice, state.best_epoch, state.stale_validations = row["val_dice"], epoch + 1, 0
-                _save_atomic(network.state_dict(), weights_path)
-            else:
-                state.stale_validations += 1
-        row["seconds"] = time.perf_counter() - started
-        state.epoch = epoch + 1
+        row = {"epoch": epoch + 1, "train_loss": distributed.mean_over_ranks(train_loss, ranks, torch_device),
+               "val_dice": math.nan, "learning_rate": scheduler.get_last_lr()[0]}
+        row, state = distributed.on_main(lambda: end_epoch(row, replace(state, epoch=epoch + 1), started), ranks)
         history.append(row)
-        _write_metrics(run_dir / METRICS_FILE, history)
-        for key in ("train_loss", "val_dice", "learning_rate"):
-            if not math.isnan(row[key]):
-                writer.add_scalar(key, row[key], epoch + 1)
-        writer.flush()
-        _save_checkpoint(checkpoint_path, config, network, optimizer, scheduler, scaler, state)
-        epochs.set_postfix(loss=f"{train_loss:.4f}", best_dice=f"{max(state.best_dice, 0):.3f}")
+        epochs.set_postfix(loss=f"{row['train_loss']:.4f}", best_dice=f"{max(state.best_dice, 0):.3f}")
         if config.train.patience and state.stale_validations >= config.train.patience:
             LOG.info("early stopping at epoch %d: no Dice gain in %d validations", epoch + 1, state.stale_validations)
             break
-    writer.close()
+    if writer is not None:
+        writer.close()
     return TrainingResult(
         weights=weights_path,
         best_dice=state.best_dice,
@@ -235,9 +256,14 @@ def _has_lesion(case: CaseImages) -> bool:
     return case.label is not None and bool(sitk.GetArrayViewFromImage(case.label).any())
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The 32-bit seed of one epoch's randomness, from the run's seed and the epoch (0-based)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The 32-bit seed of one epoch's randomness, from the run's seed, the epoch (0-based) and the rank.
+
+    Rank 0 and a single process use the seed of (seed, epoch) alone, as before distributed
+    training existed; every other rank adds its number, so each rank draws its own patches.
+    """
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def seed_epoch(loader: DataLoader, seed: int) -> None:
@@ -262,11 +288,12 @@ def _seed_worker(worker_id: int) -> None:
     info.dataset.transform.set_random_state(seed=seed)
 
 
-def intra_op_threads(config: ExperimentConfig) -> int:
-    """torch's intra-op threads for training: the setting, or the usable cores left by the loader workers."""
+def intra_op_threads(config: ExperimentConfig, processes: int = 1) -> int:
+    """torch's intra-op threads for training: the setting, or this process's share of the usable cores
+    (``processes`` training processes on this machine) left by its loader workers."""
     if config.train.torch_threads > 0:
         return config.train.torch_threads
-    return max(1, len(os.sched_getaffinity(0)) - config.train.num_workers)
+    return max(1, len(os.sched_getaffinity(0)) // processes - config.train.num_workers)
 
 
 @contextmanager
@@ -292,8 +319,23 @@ def validate(
     return float(np.mean(scores))
 
 
-def _training_loader(config: ExperimentConfig, cases: list[CaseImages], device: torch.device) -> DataLoader:
+def _training_loader(
+    config: ExperimentConfig,
+    cases: list[CaseImages],
+    device: torch.device,
+    ranks: distributed.Ranks = distributed.Ranks(),
+) -> DataLoader:
     """Patches of the training cases; the deterministic preprocessing is cached in memory.
+
+    Under torchrun the ranks must draw different patches, or the averaged gradient would only
+    be one rank's computed N times. Two things see to it. A :class:`DistributedSampler` deals
+    each rank its own slice of one shuffled case order, the same order on every rank (seeded by
+    ``train.seed`` and the pass over the data, see :func:`_cycle`), so one pass of all ranks
+    visits every case once, as one pass of a single process does. And the random patch centres
+    and augmentations come from a per-rank seed (:func:`epoch_seed`), so ranks differ even when
+    a pass is padded with repeated cases. Both follow from (seed, epoch, rank), so a resumed run
+    replays them. Every rank caches all the training cases, since its slice changes with each
+    pass.
 
     Lesion-free cases are expected (the release has some), so MONAI's warning that such a
     case cannot give lesion-centred patches would only repeat itself at every step.
@@ -303,10 +345,16 @@ def _training_loader(config: ExperimentConfig, cases: list[CaseImages], device: 
     transform = training_transforms(config)
     cache_rate = 1.0 if config.train.cache_cases else 0.0
     dataset = CacheDataset(data, transform=transform, cache_rate=cache_rate, progress=False, num_workers=0)
+    sampler = (
+        DistributedSampler(dataset, ranks.world_size, ranks.rank, shuffle=True, seed=config.train.seed)
+        if ranks.launched
+        else None
+    )
     return DataLoader(
         dataset,
         batch_size=config.train.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=config.train.num_workers,
         collate_fn=list_data_collate,
         pin_memory=device.type == "cuda",
@@ -325,11 +373,12 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     progress: bool,
+    epoch: int,
 ) -> float:
-    """One epoch of optimisation; returns the mean training loss."""
+    """One epoch (0-based) of optimisation; returns this process's mean training loss."""
     network.train()
     steps = config.train.steps_per_epoch or len(loader)
-    batches = _cycle(loader)
+    batches = _cycle(loader, first_pass=epoch * math.ceil(steps / len(loader)))
     losses = [
         training_step(config, network, loss_function, optimizer, scaler, next(batches), device)
         for _ in tqdm(range(steps), desc="steps", leave=False, disable=not progress, unit="step")
@@ -346,13 +395,17 @@ def training_step(
     batch: dict,
     device: torch.device,
 ) -> float:
-    """One optimisation step (mixed precision when the scaler is enabled, clipped gradients); returns the loss."""
+    """One optimisation step (mixed precision when the scaler is enabled, clipped gradients); returns the loss.
+
+    ``loss_function`` is :func:`~hieseg.losses.build_training_loss`'s, which scores the network's
+    logits (a list of them under deep supervision) in float32.
+    """
     images = batch[IMAGE].as_tensor().to(device, non_blocking=True)
     labels = batch[LABEL].as_tensor().to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
         logits = network(images)
-    loss = loss_function(logits.float(), labels)
+    loss = loss_function(logits, labels)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(network.parameters(), config.train.grad_clip)
@@ -361,13 +414,29 @@ def training_step(
     return float(loss.detach())
 
 
-def _cycle(loader: DataLoader):
+def _cycle(loader: DataLoader, first_pass: int = 0) -> Iterator[dict]:
     """Batches forever, reshuffling at each pass, so an epoch may be longer than the dataset.
 
     Each pass starts fresh workers, seeded from the loader's generator (see :func:`seed_epoch`).
+    A :class:`DistributedSampler` shuffles by its pass number instead, counted over the whole
+    run from ``first_pass`` (an epoch's first pass), identically on every rank.
     """
-    while True:
+    for pass_number in count(first_pass):
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(pass_number)
         yield from loader
+
+
+def build_optimization(
+    config: ExperimentConfig, network: torch.nn.Module, device: torch.device
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler]:
+    """AdamW, the warm-up + cosine schedule and the mixed-precision gradient scaler (active on CUDA with ``train.amp``)."""
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
+    scaler = torch.amp.GradScaler("cuda", enabled=config.train.amp and device.type == "cuda")
+    return optimizer, scheduler, scaler
 
 
 def _warmup_cosine(config: ExperimentConfig):
@@ -381,6 +450,15 @@ def _warmup_cosine(config: ExperimentConfig):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def _prepare_outputs(
+    config: ExperimentConfig, out_dir: Path, run_dir: Path, epochs_done: int
+) -> list[dict[str, float]]:
+    """config.json and the run folder, ready for the run; returns the log rows it continues from."""
+    _write_config(config, out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return _continued_history(run_dir, epochs_done)
 
 
 def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
@@ -398,6 +476,11 @@ def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
             if config.tuning.enabled:
                 for key in TUNED_INFERENCE_KEYS:
                     data["inference"].pop(key)
+        if existing["network"]["name"] != mine["network"]["name"]:
+            raise ConfigError(
+                f"{path} is for network {existing['network']['name']}, this run trains {mine['network']['name']}: "
+                "weights in one folder are ensembled, so they must be of one network; choose another --out"
+            )
         if existing != mine:
             raise ConfigError(
                 f"{path} holds a different configuration: weights in one folder are ensembled, "
@@ -461,7 +544,8 @@ def _save_checkpoint(path, config, network, optimizer, scheduler, scaler, state:
     _save_atomic(checkpoint, path)
 
 
-def _load_checkpoint(path, config, network, optimizer, scheduler, scaler) -> _State:
+def _read_checkpoint(path: Path) -> dict:
+    """A run's last.ckpt, checked to hold every part a resumed run needs."""
     try:  # the run's own file; checkpoints of earlier versions also hold numpy random states
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # torch raises many types (pickle, zip, EOF) for a damaged file
@@ -469,7 +553,12 @@ def _load_checkpoint(path, config, network, optimizer, scheduler, scaler) -> _St
     if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
         raise ModelError(f"{path}: unreadable checkpoint ({path.stat().st_size} bytes, truncated, corrupt or not "
                          "written by train.py); delete it to train from the start")
-    if checkpoint["config"] != config.to_dict():
+    return checkpoint
+
+
+def _restore_checkpoint(checkpoint: dict, path: Path, config, network, optimizer, scheduler, scaler) -> _State:
+    """Put a checkpoint read by :func:`_read_checkpoint` back into the run's objects; returns its progress."""
+    if ExperimentConfig.from_dict(checkpoint["config"]).to_dict() != config.to_dict():
         raise ConfigError(f"{path} was written with a different configuration; cannot resume it with this one")
     network.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])

@@ -20,10 +20,10 @@ def tiny_config(**overrides: object) -> ExperimentConfig:
     """A configuration small enough to train and predict in seconds on a CPU."""
     base = {
         "preprocess.target_spacing": (2.0, 2.0, 4.0),
-        "network.channels": (8, 16, 32),
-        "network.strides": (2, 2),
-        "network.num_res_units": 1,
-        "network.dropout": 0.0,
+        "unet.channels": (8, 16, 32),
+        "unet.strides": (2, 2),
+        "unet.num_res_units": 1,
+        "unet.dropout": 0.0,
         "train.patch_size": (48, 48, 16),
         "train.batch_size": 2,
         "train.samples_per_case": 2,
@@ -58,7 +58,7 @@ def untrained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tiny_config()
     config.save(folder / CONFIG_FILENAME)
     torch.manual_seed(0)
-    torch.save(build_network(config.network).state_dict(), folder / "fold0.pt")
+    torch.save(build_network(config).state_dict(), folder / "fold0.pt")
     return folder
 
 

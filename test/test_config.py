@@ -15,7 +15,7 @@ def test_round_trip_keeps_every_value_and_tuple_types(tmp_path: Path) -> None:
     loaded = ExperimentConfig.load(path)
     assert loaded == config
     assert loaded.train.patch_size == (64, 64, 16)
-    assert isinstance(loaded.network.channels, tuple)
+    assert isinstance(loaded.unet.channels, tuple)
 
 
 def test_unknown_keys_are_rejected() -> None:
@@ -55,8 +55,8 @@ def test_other_format_version_is_refused() -> None:
     ("train.patch_size", [64, 64], "train.patch_size: expected a list of 3 whole numbers, got [64, 64]"),
     ("train.torch_threads", -1, "train.torch_threads: must be >= 0"),
     ("preprocess.target_spacing", [1, 0, 1], "preprocess.target_spacing: each value must be > 0, got [1.0, 0.0, 1.0]"),
-    ("network.strides", [2, 2], "network.strides: one stride per down-sampling step, so 3 for 4 channel levels, got 2"),
-    ("network.norm", "group", "network.norm: must be one of instance, batch"),
+    ("unet.strides", [2, 2], "unet.strides: one stride per down-sampling step, so 3 for 4 channel levels, got 2"),
+    ("unet.norm", "group", "unet.norm: must be one of instance, batch"),
     ("loss.name", "bce", "loss.name: must be one of dice, dicefocal"),
     ("augment.flip_prob", 1.5, "augment.flip_prob: must be in [0, 1]"),
     ("tuning.thresholds", [], "tuning.thresholds: expected a list of one or more numbers, got []"),

@@ -173,7 +173,7 @@ def test_corrupt_weights_are_refused_without_pytorch_advice(container, capsys, t
 
 
 def test_weights_of_another_network_are_refused(container, capsys, tmp_path: Path, monkeypatch) -> None:
-    folder = _model_with(tmp_path, container["model"], edit=lambda d: d["network"].update(channels=[8, 16, 64]))
+    folder = _model_with(tmp_path, container["model"], edit=lambda d: d["unet"].update(channels=[8, 16, 64]))
     monkeypatch.setenv("HIESEG_MODEL", str(folder))
     refused(inference_cli.main([]), capsys, "fold0.pt: incompatible with the network of config.json",
             "in the file and")

@@ -33,7 +33,7 @@ def test_mask_has_the_native_size_and_is_binary(untrained_model_dir: Path, case)
 def test_ensemble_averages_the_probabilities_of_its_members(untrained_model_dir: Path, case) -> None:
     config = tiny_config()
     torch.manual_seed(1)
-    other = build_network(config.network).eval()
+    other = build_network(config).eval()
     bundle = load_bundle(untrained_model_dir, torch.device("cpu"))
     first = Predictor(config, bundle.networks, torch.device("cpu")).probability(case)
     second = Predictor(config, [other], torch.device("cpu")).probability(case)
@@ -64,8 +64,8 @@ def test_folder_without_weights_is_reported(untrained_model_dir: Path, tmp_path:
 
 def test_weights_that_do_not_fit_the_config_are_reported(untrained_model_dir: Path, tmp_path: Path) -> None:
     shutil.copy(untrained_model_dir / CONFIG_FILENAME, tmp_path / CONFIG_FILENAME)
-    bigger = tiny_config(**{"network.channels": (8, 16, 64)})
-    torch.save(build_network(bigger.network).state_dict(), tmp_path / "fold0.pt")
+    bigger = tiny_config(**{"unet.channels": (8, 16, 64)})
+    torch.save(build_network(bigger).state_dict(), tmp_path / "fold0.pt")
     with pytest.raises(ModelError, match=r"fold0.pt: incompatible with the network of config.json: 0 missing, "
                                          r"0 unexpected and \d+ differently shaped tensor\(s\); e.g. .* has shape "
                                          r"64 x 16 x 3 x 3 x 3 in the file and 32 x 16 x 3 x 3 x 3 in the network"):

@@ -59,7 +59,12 @@ def test_provenance_round_trips_and_older_files_have_none(tmp_path: Path) -> Non
     config = dataclasses.replace(tiny_config(), provenance=OLD)
     config.save(tmp_path / CONFIG_FILENAME)
     assert ExperimentConfig.load(tmp_path / CONFIG_FILENAME) == config
-    assert ExperimentConfig.load(REPO / "model" / CONFIG_FILENAME).provenance is None
+    older = tiny_config().to_dict()
+    assert "provenance" not in older
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert ExperimentConfig.load(tmp_path / "older.json").provenance is None
+    shipped = ExperimentConfig.load(REPO / "model" / CONFIG_FILENAME).provenance
+    assert shipped is not None and shipped.torch and shipped.monai and shipped.simpleitk
     assert "provenance" not in tiny_config().to_dict()
 
 

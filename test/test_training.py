@@ -35,7 +35,7 @@ def test_learns_lesions_well_above_an_untrained_network(tmp_path: Path) -> None:
     result = train(config, data, tmp_path / "model", device="cpu", progress=False)
 
     torch.manual_seed(0)
-    untrained = build_network(config.network)
+    untrained = build_network(config)
     validation_cases = [c for c in load_cases(data, progress=False) if c.files.case_id in result.validation_ids]
     untrained_dice = validate(config, untrained, validation_cases, torch.device("cpu"))
 
@@ -77,7 +77,7 @@ def test_an_interrupted_run_resumed_equals_an_uninterrupted_one_bit_for_bit(
     small_release: Path, tmp_path: Path, monkeypatch, workers: int
 ) -> None:
     config = one_epoch_config(**{"train.epochs": 3, "train.num_workers": workers, "train.torch_threads": 1,
-                                 "network.dropout": 0.2, "augment.noise_prob": 0.5, "augment.flip_prob": 0.5})
+                                 "unet.dropout": 0.2, "augment.noise_prob": 0.5, "augment.flip_prob": 0.5})
     uninterrupted = train(config, small_release, tmp_path / "whole", device="cpu", progress=False)
 
     real_epoch = training._train_epoch
