@@ -23,7 +23,7 @@ from hieseg.config import CONFIG_FILENAME, InferenceConfig
 from hieseg.errors import ImageError, ModelError
 from hieseg.image_io import check_same_geometry, read_image, require_writable, to_xyz_array, write_image_atomic
 from hieseg.layout import CaseFiles, CaseImages, container_interface
-from hieseg.metrics import score_case
+from hieseg.metrics import MM3_PER_ML, score_case
 from hieseg.predictor import Predictor, load_bundle, select_device
 
 LOG = logging.getLogger("hieseg.inference")
@@ -86,7 +86,7 @@ def segment_case(predictor: Predictor, case: CaseImages, out_path: Path) -> sitk
 
 def lesion_volume_ml(mask: sitk.Image) -> float:
     """Volume of a 0/1 mask's lesion voxels in ml."""
-    return float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing())) / 1000.0
+    return float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing())) / MM3_PER_ML
 
 
 def _env_path(name: str) -> Path | None:
