@@ -9,11 +9,22 @@ from hieseg.errors import ConfigError, DatasetError
 from hieseg.metrics import BURDEN_GROUPS, burden_group
 
 
-def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: int, seed: int) -> list[list[str]]:
-    """Deal each burden group's cases (the challenge's <1%, 1-5%, >5% groups), shuffled with ``seed``, round-robin into ``folds`` folds.
+LESION_FREE = "lesion-free"
+"""Stratum of cases with an empty label, dealt apart from the "<1%" group they would otherwise join."""
 
-    Every fold thus receives a near-equal share of small, medium and large lesion cases,
-    and the same seed always yields the same folds.
+
+def stratum(burden: float) -> str:
+    """The stratum a case is dealt from: lesion-free, or its burden group."""
+    return LESION_FREE if burden == 0 else burden_group(burden)
+
+
+def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: int, seed: int) -> list[list[str]]:
+    """Deal each stratum's cases (lesion-free, then the challenge's <1%, 1-5%, >5% groups), shuffled with ``seed``, round-robin into ``folds`` folds.
+
+    Every fold thus receives a near-equal share of small, medium and large lesion cases, and
+    of lesion-free ones: a validation fold without any would let post-processing tuning
+    reward marking a lesion in every brain (the empty-mask fallback) at no cost.
+    The same seed always yields the same folds.
     """
     if folds < 2:
         raise ConfigError(f"need at least 2 folds, got {folds}")
@@ -22,8 +33,8 @@ def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: i
     rng = random.Random(seed)
     assignment: list[list[str]] = [[] for _ in range(folds)]
     offset = 0
-    for group in BURDEN_GROUPS:
-        members = sorted(cid for cid, burden in zip(case_ids, burdens) if burden_group(burden) == group)
+    for group in (LESION_FREE, *BURDEN_GROUPS):
+        members = sorted(cid for cid, burden in zip(case_ids, burdens) if stratum(burden) == group)
         rng.shuffle(members)
         for index, case_id in enumerate(members):
             assignment[(offset + index) % folds].append(case_id)

@@ -34,3 +34,11 @@ def test_bad_fold_numbers() -> None:
         train_validation_split(IDS, BURDENS, folds=5, fold=5, seed=0)
     with pytest.raises(ValueError, match="cannot split 3 cases"):
         stratified_folds(IDS[:3], BURDENS[:3], folds=5, seed=0)
+
+
+def test_lesion_free_cases_are_spread_over_the_folds() -> None:
+    ids = [f"F{i:02d}" for i in range(25)]
+    burdens = [0.0] * 5 + [0.001] * 20
+    for seed in range(20):
+        folds = stratified_folds(ids, burdens, folds=5, seed=seed)
+        assert [sum(1 for c in fold if c < "F05") for fold in folds] == [1] * 5
