@@ -4,15 +4,16 @@ A report folder holds ``report.html`` and every picture it shows, as files besid
 
     report.html                      the page; CSS and the sorting script inline, nothing fetched
     boxplots.png                     per-case Dice, MASD and NSD of each method (:mod:`hieseg.report_plots`)
-    qc/<method>/<case>.png           the case's QC picture (:mod:`hieseg.qc`)
+    qc/<method>/<case>.png           the case's QC picture (:mod:`hieseg.qc`); in a study <network>/<loss>/
     qc/<method>/<case>.thumb.png     its error row on the axial slices with the most error
 
 The page shows, top to bottom: the summary (mean ± std and median of each metric, per method,
 overall and per burden group, the best method per group in bold), the box plots, any extra
-sections (the study's validation curves), one row per case with each method's QC thumbnail
-(linking to the full picture) and scores, worst first (lowest Dice of the first method), sortable
-by any column with a click, and the settings and library versions that produced it. Several
-methods (models, baselines, losses) are shown side by side, in the order given.
+sections (the study's cost per method and validation curves), one row per case with each
+method's QC thumbnail (linking to the full picture) and scores, worst first (lowest Dice of the
+first method), sortable by any column with a click, and the settings and library versions that
+produced it. Several methods (models, baselines, losses, a study's networks and losses) are
+shown side by side, in the order given.
 
 Opening it needs nothing but a browser: no server, no network, no CDN. Every file is written
 atomically and ``report.html`` last, so it never points at a picture that is not there yet.
@@ -65,6 +66,8 @@ class MethodRows:
     name: str
     rows: Sequence[CaseMetrics]
     description: str = ""
+    folder: str = ""
+    """Where its QC pictures go under ``qc/`` (e.g. ``unet/dice``); empty: its name."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def render_qc(
             loaded: dict[str, sitk.Image] = {}
             for method in methods:
                 pred_path = predictions[method.name][case_id]
-                relative = f"{QC_DIR}/{method.name}/{case_id}.png"
+                relative = f"{QC_DIR}/{method.folder or method.name}/{case_id}.png"
                 full, thumbnail = report_dir / relative, report_dir / _thumbnail_of(relative)
                 inputs = [files.adc, files.zadc, files.truth] + ([pred_path] if pred_path is not None else [])
                 if not _up_to_date([full, thumbnail], inputs):
@@ -173,18 +176,37 @@ def write_study_report(
     settings: Mapping[str, object],
     qc: Mapping[tuple[str, str], str] | None = None,
     qc_note: str = "",
+    sections: Sequence[Section] = (),
 ) -> Path:
-    """The loss study's report: :func:`write_report` with the validation curves, one method per loss."""
+    """The study's report: :func:`write_report` with ``sections`` (e.g. each method's cost) and the validation
+    curves, one method per (network, loss)."""
     plot_validation_curves(curves, Path(report_dir) / CURVES_PNG)
     curves_section = Section(
         "curves", "Validation curves",
-        f'<img class="plot" src="{CURVES_PNG}" alt="validation Dice against epoch, one line per loss">'
-        "<p class=\"note\">Validation Dice of each loss, mean over the folds that validated at that epoch.</p>",
+        f'<img class="plot" src="{CURVES_PNG}" alt="validation Dice against epoch, one line per network and loss">'
+        "<p class=\"note\">Validation Dice of each network and loss, mean over the folds that validated at that "
+        "epoch.</p>",
     )
-    intro = ("Every loss trained with the same folds, seed and budget, and scored on its held-out fold in the "
-             "native grid: each case is scored once per loss, by the model that never trained on it.",)
-    return write_report(report_dir, title="Loss study", methods=methods, settings=settings, intro=intro, qc=qc,
-                        qc_note=qc_note, sections=[curves_section])
+    intro = ("Every network and loss trained with the same folds, seed and budget, and scored on its held-out fold "
+             "in the native grid: each case is scored once per (network, loss), by the model that never trained "
+             "on it.",)
+    return write_report(report_dir, title="Network and loss study", methods=methods, settings=settings, intro=intro,
+                        qc=qc, qc_note=qc_note, sections=[*sections, curves_section])
+
+
+def table_section(anchor: str, heading: str, header: Sequence[str], rows: Sequence[Sequence[object]],
+                  note: str = "") -> Section:
+    """An extra section holding one plain table (cells and ``note`` are text, escaped here), e.g. the study's
+    cost per method; the first column is a name, left-aligned."""
+    head = "".join(f"<th>{_text(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td class=\"{'name' if index == 0 else ''}\">{_text(_plain(cell))}</td>"
+                         for index, cell in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    html_body = (f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+                 + (f"<p class=\"note\">{_text(note)}</p>" if note else ""))
+    return Section(anchor, heading, html_body)
 
 
 def versions() -> dict[str, str]:

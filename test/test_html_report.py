@@ -17,7 +17,7 @@ from scipy import ndimage
 import chromium
 from hieseg import evaluate
 from hieseg.baselines import baseline_mask_image
-from hieseg.html_report import REPORT_HTML, versions
+from hieseg.html_report import REPORT_HTML, table_section, versions
 from hieseg.layout import discover_cases, load_case
 
 PRED_NAME, BASELINE_NAME = "model_a", "zadc_lt2"
@@ -123,6 +123,14 @@ def test_settings_and_versions_are_recorded(report: Path) -> None:
         if name in ("hieseg", "torch", "MONAI", "SimpleITK"):
             assert f"<th scope=\"row\">{name}</th><td>{version}</td>" in text
     assert "nsd_tolerance_mm" in text
+
+
+def test_a_table_section_escapes_its_cells() -> None:
+    section = table_section("cost", "Cost", ["network / loss", "parameters"], [["unet / <dice>", 1000]], note="a & b")
+    assert (section.anchor, section.heading) == ("cost", "Cost")
+    assert "<th>network / loss</th><th>parameters</th>" in section.body
+    assert '<tr><td class="name">unet / &lt;dice&gt;</td><td class="">1000</td></tr>' in section.body
+    assert '<p class="note">a &amp; b</p>' in section.body
 
 
 def test_beside_needs_html(tmp_path: Path, small_release: Path, capsys: pytest.CaptureFixture[str]) -> None:
