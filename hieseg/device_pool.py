@@ -1,7 +1,9 @@
-"""Long tasks spread over devices: one spawned worker process per device, each taking the next task when free.
+"""Tasks spread over devices: one spawned worker process per device, each taking the next task when free.
 
-Made for tasks that last minutes to hours (a study's training runs), where one process per GPU
-is what a GPU server wants and where a failure should stop the work promptly:
+Two users: a study's training runs (:mod:`hieseg.study`), tasks of minutes to hours where a
+failure should stop the work promptly, and batch prediction's cases (:mod:`hieseg.predict`),
+tasks of seconds whose work function returns a case's failure as its result, so that only a
+dead worker stops the run. One process per GPU is what a GPU server wants:
 
 * each worker is a ``spawn``-ed process (CUDA cannot be forked) that gets its device once and
   calls ``work(device, task)`` for each task it takes from a shared queue;
@@ -10,9 +12,10 @@ is what a GPU server wants and where a failure should stop the work promptly:
   intra-op threads follow each worker's share;
 * the first task that fails stops the others: the workers still running get SIGTERM, which
   they raise as :class:`~hieseg.errors.Terminated` so their clean-ups run (a study releases its
-  claims and keeps its checkpoints), and the failure is raised in the caller: a
+  claims and keeps its checkpoints, prediction removes a half-written mask), and the failure is raised in the caller: a
   :class:`~hieseg.errors.HiesegError` as itself, anything else with the worker's traceback;
-* a worker that dies (killed, out of memory) is reported with the task it was running;
+* a worker that dies (killed, out of memory) is reported, as :class:`WorkerDied`, with the task it
+  was running;
 * Ctrl-C or SIGTERM of the caller stops the workers the same way.
 """
 
@@ -48,6 +51,11 @@ STARTED, DONE, FAILED, BUG, INTERRUPTED = "started", "done", "failed", "bug", "i
 
 class WorkerDied(RuntimeError):
     """A worker process ended without reporting on its task (killed by a signal, out of memory)."""
+
+    def __init__(self, message: str, task: object | None) -> None:
+        super().__init__(message)
+        self.task = task
+        """The task the worker was running; ``None`` when it died between tasks."""
 
 
 def run_on_devices(
@@ -159,7 +167,7 @@ def _check_alive(workers: Sequence[BaseProcess], running: dict[str, int], tasks:
             task = tasks[running[worker.name]] if worker.name in running else None
             how = f"signal {-worker.exitcode}" if worker.exitcode < 0 else f"exit status {worker.exitcode}"
             raise WorkerDied(f"{worker.name} (pid {worker.pid}) died with {how}"
-                             + (f" while running {task}" if task is not None else ""))
+                             + (f" while running {task}" if task is not None else ""), task)
 
 
 def _stop(workers: Sequence[BaseProcess], reports: Queue, gently: bool) -> None:

@@ -27,18 +27,25 @@ with the list of failures and exit status 2 (1 when a failure was not an input e
 Per-case seconds and lesion volume go to ``<output>/predictions.csv`` (``predictions.shard-K-of-N.csv``
 under ``--shard``, so the tasks of a job array sharing one output folder do not overwrite each
 other's table).
+A worker process that dies (killed, out of memory) stops the run with exit status 1: the table
+holds the cases done, the dead worker's case is listed as failed, and a rerun predicts the cases
+left (the masks written are kept).
 
 Scale-out: ``--devices cuda:0,cuda:1`` starts one worker process per listed device, and
 ``--workers N`` N processes per device (on the CPU, N processes on ``--device``); each worker
-loads the weights once and takes the next case when it is done with one. CPU workers share the
-usable cores between them (``torch.set_num_threads``). ``--shard K/N`` (0 <= K < N) predicts
-cases K, K+N, K+2N, ... of the sorted list, for a scheduler's job array.
+loads the weights once and takes the next case when it is done with one
+(:func:`hieseg.device_pool.run_on_devices`). The workers split the usable cores between them,
+each its own block (``os.sched_setaffinity``) with as many torch threads. A weights folder that
+cannot be loaded refuses a one-process run; with several workers, each case fails with the
+reason. ``--shard K/N`` (0 <= K < N) predicts cases K, K+N, K+2N, ... of the sorted list, for a
+scheduler's job array.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import logging
 import os
@@ -46,16 +53,13 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, fields
-from multiprocessing import get_context
-from multiprocessing.queues import Queue
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from hieseg import device_pool
 from hieseg.cli_common import Shard, configure_logging, parse_shard, run_reporting_errors
 from hieseg.errors import ConfigError, DatasetError, HiesegError
 from hieseg.image_io import require_writable, write_atomic
@@ -102,6 +106,9 @@ class CaseJob:
     def source(self) -> Path:
         return self.release_files.adc if self.release_files is not None else self.container_dir  # type: ignore[return-value]
 
+    def __str__(self) -> str:
+        return f"case {self.case_id}"
+
 
 @dataclass
 class CaseResult:
@@ -120,12 +127,11 @@ class CaseResult:
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """What each worker process needs to build its predictor."""
+    """What each worker process needs to build its predictor; hashable, as it keys the process's predictor."""
 
     model_dir: Path
-    overrides: dict[str, object]
-    threads: int | None
-    verbose: bool
+    overrides: tuple[tuple[str, object], ...]
+    """The inference settings given on the command line, as (name, value) pairs."""
 
 
 def find_jobs(input_root: Path, output_root: Path) -> list[CaseJob]:
@@ -162,84 +168,72 @@ def worker_devices(device: str, devices: str | None, workers: int) -> list[str]:
     return [name for name in resolved for _ in range(workers)]
 
 
-def cpu_threads(devices: Sequence[str]) -> int | None:
-    """Intra-op threads per CPU worker when several share the CPU (None: torch's default, one process)."""
-    cpu_workers = sum(1 for name in devices if name == "cpu")
-    if cpu_workers <= 1:
-        return None
-    return max(1, len(os.sched_getaffinity(0)) // cpu_workers)
-
-
-_PREDICTOR: Predictor | None = None
-"""The worker process's predictor, built once by :func:`start_worker`."""
-_SETUP_ERROR: str | None = None
-"""Why a pool worker could not build its predictor (e.g. damaged weights): every case it takes fails with it."""
-
-
-def start_worker(setup: WorkerSetup, device: str) -> None:
-    """Load the weights onto ``device`` and build this process's predictor (once per process)."""
-    global _PREDICTOR
-    configure_logging(setup.verbose)
-    if setup.threads is not None and device == "cpu":
-        torch.set_num_threads(setup.threads)
+def build_predictor(setup: WorkerSetup, device: str) -> Predictor:
+    """Load the weights onto ``device`` and build a predictor with the command line's inference settings."""
     bundle = load_bundle(setup.model_dir, torch.device(device))
     LOG.info("model %s: %d weight file(s) on %s (pid %d)", setup.model_dir, len(bundle.networks), device, os.getpid())
-    _PREDICTOR = Predictor.from_bundle(bundle, torch.device(device), **setup.overrides)
+    return Predictor.from_bundle(bundle, torch.device(device), **dict(setup.overrides))
 
 
-def _start_pool_worker(setup: WorkerSetup, devices: Queue) -> None:
-    """Pool initializer: each new process takes the next device of the queue.
-
-    A weights folder that cannot be loaded is kept as the reason each case fails, since an
-    exception here would only break the pool with no word of the cause.
-    """
-    global _SETUP_ERROR
+@functools.lru_cache(maxsize=1)
+def _process_predictor(setup: WorkerSetup, device: str) -> Predictor | Exception:
+    """This worker process's predictor, built on its first case; or why it cannot be built, kept so
+    that the weights are not loaded again for each case that then fails with it."""
     try:
-        start_worker(setup, devices.get())
-    except HiesegError as exc:
-        _SETUP_ERROR = str(exc)
+        return build_predictor(setup, device)
+    except Exception as exc:  # returned, not raised: see predict_on_device
+        return exc
 
 
-def predict_case(job: CaseJob) -> CaseResult:
-    """Read, predict and write one case with this process's predictor; a failure is returned, not raised."""
-    if _SETUP_ERROR is not None:
-        return CaseResult(job.case_id, FAILED, error=_SETUP_ERROR)
-    assert _PREDICTOR is not None, "start_worker() must run first"
-    device = str(_PREDICTOR.device)
+def predict_on_device(setup: WorkerSetup, device: str, job: CaseJob) -> CaseResult:
+    """A worker's share of :func:`run_jobs`: one case with this process's predictor for ``setup`` on ``device``.
+
+    A weights folder that cannot be loaded fails each case with its reason, like any case's
+    failure, so that the run's end lists them instead of a worker stopping the others.
+    """
+    predictor = _process_predictor(setup, device)
+    if isinstance(predictor, Exception):
+        return _failed(job, device, predictor)
+    return predict_case(predictor, job)
+
+
+def predict_case(predictor: Predictor, job: CaseJob) -> CaseResult:
+    """Read, predict and write one case; a failure is returned, not raised."""
+    device = str(predictor.device)
     started = time.perf_counter()
     try:
-        mask = segment_case(_PREDICTOR, job.read(), job.mask)
-    except HiesegError as exc:
-        return CaseResult(job.case_id, FAILED, device=device, error=str(exc))
-    except Exception as exc:  # a bug on one case must not lose the others; its traceback is kept
-        LOG.error("case %s failed unexpectedly:\n%s", job.case_id, traceback.format_exc())
-        return CaseResult(job.case_id, FAILED, device=device, error=f"{type(exc).__name__}: {exc}", bug=True)
+        mask = segment_case(predictor, job.read(), job.mask)
+    except Exception as exc:  # a bug on one case must not lose the others
+        return _failed(job, device, exc)
     return CaseResult(job.case_id, WRITTEN, seconds=time.perf_counter() - started,
                       lesion_ml=lesion_volume_ml(mask), device=device, mask=str(job.mask))
 
 
-def run_jobs(jobs: Sequence[CaseJob], setup: WorkerSetup, devices: Sequence[str]) -> Iterator[CaseResult]:
-    """Predict ``jobs`` in this process (one device) or spread over one spawned process per entry of ``devices``."""
+def _failed(job: CaseJob, device: str, exc: Exception) -> CaseResult:
+    """A failed case's row: an input error (:class:`~hieseg.errors.HiesegError`) by its message, anything
+    else as a bug, its traceback logged."""
+    if isinstance(exc, HiesegError):
+        return CaseResult(job.case_id, FAILED, device=device, error=str(exc))
+    LOG.error("case %s failed unexpectedly:\n%s", job.case_id, "".join(traceback.format_exception(exc)))
+    return CaseResult(job.case_id, FAILED, device=device, error=f"{type(exc).__name__}: {exc}", bug=True)
+
+
+def run_jobs(
+    jobs: Sequence[CaseJob], setup: WorkerSetup, devices: Sequence[str], verbose: bool = False
+) -> Iterator[CaseResult]:
+    """Predict ``jobs`` in this process (one device) or on one spawned worker per entry of ``devices``.
+
+    A worker that dies raises :class:`~hieseg.device_pool.WorkerDied` (naming its case) after the
+    other workers were stopped.
+    """
     if len(devices) == 1:
-        start_worker(setup, devices[0])
+        predictor = build_predictor(setup, devices[0])
         for job in jobs:
-            yield predict_case(job)
+            yield predict_case(predictor, job)
         return
-    context = get_context("spawn")
-    queue = context.Queue()
-    for device in devices:
-        queue.put(device)
-    pool = ProcessPoolExecutor(max_workers=len(devices), mp_context=context,
-                               initializer=_start_pool_worker, initargs=(setup, queue))
-    try:
-        futures: dict[Future, CaseJob] = {pool.submit(predict_case, job): job for job in jobs}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except BrokenProcessPool as exc:
-                yield CaseResult(futures[future].case_id, FAILED, error=f"worker process died: {exc}", bug=True)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    work = functools.partial(predict_on_device, setup)
+    for _, result in device_pool.run_on_devices(work, jobs, devices, verbose):
+        yield result
 
 
 def table_name(shard: Shard | None) -> str:
@@ -301,34 +295,55 @@ def _predict(args: argparse.Namespace) -> int:
              f" in shard {args.shard}" if args.shard else "", len(todo), len(existing))
     results = [CaseResult(job.case_id, EXISTING, mask=str(job.mask)) for job in existing]
     args.output.mkdir(parents=True, exist_ok=True)
-    setup = WorkerSetup(Path(model_dir), overrides, cpu_threads(devices), args.verbose)
+    setup = WorkerSetup(Path(model_dir), tuple(overrides.items()))
     workers = devices[: max(1, len(todo))]
     started = time.perf_counter()
+    died: device_pool.WorkerDied | None = None
     if todo:
         with tqdm(total=len(todo), desc="predicting", unit="case") as bar:
-            for result in run_jobs(todo, setup, workers):
-                results.append(result)
-                if result.status == FAILED:
-                    bar.write(f"failed: {result.case_id}: {result.error}", file=sys.stderr)
-                bar.update()
+            try:
+                for result in run_jobs(todo, setup, workers, args.verbose):
+                    _record(result, results, bar)
+            except device_pool.WorkerDied as exc:  # the run stops; the cases done still go to the table
+                died = exc
+                if isinstance(exc.task, CaseJob):
+                    _record(CaseResult(exc.task.case_id, FAILED, error=str(exc), bug=True), results, bar)
     elapsed = time.perf_counter() - started
     write_table(results, args.output / table_name(args.shard))
-    return _report(results, jobs, elapsed, args.output / table_name(args.shard))
+    return _report(results, jobs, elapsed, args.output / table_name(args.shard), died)
 
 
-def _report(results: Sequence[CaseResult], jobs: Sequence[CaseJob], seconds: float, table: Path) -> int:
+def _record(result: CaseResult, results: list[CaseResult], bar: tqdm) -> None:
+    """Keep a case's result, and say at once when it failed."""
+    results.append(result)
+    if result.status == FAILED:
+        bar.write(f"failed: {result.case_id}: {result.error}", file=sys.stderr)
+    bar.update()
+
+
+def _report(
+    results: Sequence[CaseResult], jobs: Sequence[CaseJob], seconds: float, table: Path,
+    died: device_pool.WorkerDied | None = None,
+) -> int:
     """Print the run's outcome; the exit status (0, or the failures' status) with every failure listed."""
     written = [r for r in results if r.status == WRITTEN]
     failed = sorted((r for r in results if r.status == FAILED), key=lambda r: r.case_id)
+    left = len(jobs) - len(results)
     rate = f", {len(written) / seconds:.2f} cases/s" if written and seconds > 0 else ""
-    print(f"{len(written)} mask(s) written, {len(results) - len(written) - len(failed)} kept, {len(failed)} failed "
-          f"in {seconds:.1f} s{rate}; table {table}")
+    print(f"{len(written)} mask(s) written, {len(results) - len(written) - len(failed)} kept, {len(failed)} failed"
+          f"{f', {left} not predicted' if left else ''} in {seconds:.1f} s{rate}; table {table}")
+    if failed:
+        sources = {job.case_id: job.source for job in jobs}
+        print(f"error: {len(failed)} case(s) failed:", file=sys.stderr)
+        for result in failed:
+            print(f"  {result.case_id} ({sources[result.case_id]}): {result.error}", file=sys.stderr)
+    if died is not None:
+        unlisted = "" if isinstance(died.task, CaseJob) else f" ({died})"  # else its case, above, says how
+        print(f"error: the run stopped when a worker process died{unlisted}; run it again to predict the cases "
+              f"without a mask (the masks written are kept)", file=sys.stderr)
+        return EXIT_BUG
     if not failed:
         return 0
-    sources = {job.case_id: job.source for job in jobs}
-    print(f"error: {len(failed)} case(s) failed:", file=sys.stderr)
-    for result in failed:
-        print(f"  {result.case_id} ({sources[result.case_id]}): {result.error}", file=sys.stderr)
     return EXIT_BUG if any(result.bug for result in failed) else EXIT_SOME_FAILED
 
 

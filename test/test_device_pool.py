@@ -65,5 +65,6 @@ def test_a_failed_task_stops_the_others_after_their_clean_ups(tmp_path: Path) ->
 def test_a_bug_and_a_dead_worker_are_reported_with_their_task(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"(?s)\('crash'.*ZeroDivisionError: a bug"):
         list(device_pool.run_on_devices(task, [("crash", tmp_path)], ["cpu"]))
-    with pytest.raises(device_pool.WorkerDied, match=r"died with signal 9 while running \('die'"):
+    with pytest.raises(device_pool.WorkerDied, match=r"died with signal 9 while running \('die'") as died:
         list(device_pool.run_on_devices(task, [("die", tmp_path), ("work", tmp_path)], ["cpu", "cpu"]))
+    assert died.value.task == ("die", tmp_path)  # for the caller to report, as predict lists the case

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,14 +102,20 @@ def test_table_has_seconds_and_the_written_masks_lesion_volume(
         assert float(row["lesion_ml"]) == pytest.approx(sitk.GetArrayViewFromImage(mask).sum() * voxel_ml, abs=1e-4)
 
 
-def test_weights_are_loaded_once_for_all_cases(
-    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = []
+@pytest.fixture
+def bundle_loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """The arguments of each weights folder predict loads from now on."""
+    calls: list[tuple] = []
     real = predict.load_bundle
     monkeypatch.setattr(predict, "load_bundle", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+def test_weights_are_loaded_once_for_all_cases(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, bundle_loads: list[tuple]
+) -> None:
     assert predict.main(["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]) == 0
-    assert len(calls) == 1 and len(list(tmp_path.glob("*.mha"))) == len(CASE_IDS)
+    assert len(bundle_loads) == 1 and len(list(tmp_path.glob("*.mha"))) == len(CASE_IDS)
 
 
 def test_existing_masks_are_kept_unless_overwrite(
@@ -175,7 +184,6 @@ def test_an_input_that_is_no_case_folder_is_refused_in_one_line(
 def test_worker_counts_and_devices_are_checked() -> None:
     assert predict.worker_devices("cpu", None, 3) == ["cpu"] * 3
     assert predict.worker_devices("auto", "cpu,cpu", 2) == ["cpu"] * 4
-    assert predict.cpu_threads(["cpu"]) is None and predict.cpu_threads(["cpu"] * 64) == 1
     with pytest.raises(Exception, match="--workers must be at least 1"):
         predict.worker_devices("cpu", None, 0)
     with pytest.raises(Exception, match="--device gpu7: not a supported device"):
@@ -194,3 +202,69 @@ def test_worker_processes_write_the_same_masks(
     for case_id in CASE_IDS:
         assert_identical_images(two / f"{case_id}.mha", one / f"{case_id}.mha")
     assert len({row["device"] for row in read_table(two / predict.TABLE_NAME).values()}) == 1
+
+
+def corrupt_model(model: Path, folder: Path) -> Path:
+    """A copy of the weights folder whose weights file is not a torch file."""
+    shutil.copytree(model, folder)
+    (folder / "fold0.pt").write_bytes(b"not torch")
+    return folder
+
+
+def test_a_worker_without_weights_fails_each_case_with_the_reason_and_loads_once(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, bundle_loads: list[tuple]
+) -> None:
+    """What each spawned worker does, here in this process: a bad weights folder is a failed case, not a stop."""
+    setup = predict.WorkerSetup(corrupt_model(untrained_model_dir, tmp_path / "model"), ())
+    jobs = predict.find_jobs(container_cases, tmp_path / "masks")
+    predict._process_predictor.cache_clear()
+    results = [predict.predict_on_device(setup, "cpu", job) for job in jobs]
+    predict._process_predictor.cache_clear()
+    assert [r.case_id for r in results] == list(CASE_IDS) and len(bundle_loads) == 1
+    assert all(r.status == predict.FAILED and not r.bug and "fold0.pt: unreadable weights file" in r.error
+               for r in results)
+    assert not (tmp_path / "masks").exists()
+
+
+def dies_on_the_second_case(setup: predict.WorkerSetup, device: str, job: predict.CaseJob) -> predict.CaseResult:
+    """predict_on_device, except that the worker given the second case is killed as the OOM killer would."""
+    if job.case_id == CASE_IDS[1]:
+        time.sleep(1)  # let the worker's "started" report leave before it dies
+        os.kill(os.getpid(), signal.SIGKILL)
+    return predict.predict_on_device(setup, device, job)
+
+
+@pytest.mark.slow
+def test_a_dead_worker_stops_the_run_with_its_case_listed_and_the_table_written(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(predict, "predict_on_device", dies_on_the_second_case)  # the workers unpickle it from here
+    out = tmp_path / "masks"
+    argv = ["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir), "--workers", "2"]
+    assert predict.main(argv) == predict.EXIT_BUG
+    err = capsys.readouterr().err
+    assert f"died with signal 9 while running case {CASE_IDS[1]}" in err and "run it again" in err
+    rows = read_table(out / predict.TABLE_NAME)
+    assert rows[CASE_IDS[1]]["status"] == predict.FAILED and "died with signal 9" in rows[CASE_IDS[1]]["error"]
+    done = {case_id for case_id, row in rows.items() if row["status"] == predict.WRITTEN}
+    assert set(rows) == done | {CASE_IDS[1]} and CASE_IDS[1] not in done
+    assert sorted(p.stem for p in out.glob("*.mha")) == sorted(done)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # a stopped worker's mask left no temporary
+    # A rerun predicts the cases left and keeps the masks written.
+    monkeypatch.undo()
+    assert predict.main(argv[:-2]) == 0
+    rows = read_table(out / predict.TABLE_NAME)
+    assert {case_id for case_id, row in rows.items() if row["status"] == predict.EXISTING} == done
+    assert sorted(rows) == list(CASE_IDS)
+
+
+def test_weights_that_cannot_be_loaded_refuse_a_one_process_run_in_one_line(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = corrupt_model(untrained_model_dir, tmp_path / "model")
+    argv = ["--input", str(container_cases), "--output", str(tmp_path / "masks"), *flags(model)]
+    assert predict.main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's start
+    assert last.startswith("error: ") and "fold0.pt: unreadable weights file" in last
+    assert not list((tmp_path / "masks").glob("*.mha"))
