@@ -112,7 +112,7 @@ from hieseg.cli_common import (
     parse_shard,
     run_reporting_errors,
 )
-from hieseg.config import CONFIG_FORMAT_VERSION, NETWORK_NAMES, ExperimentConfig
+from hieseg.config import CONFIG_FILENAME, CONFIG_FORMAT_VERSION, NETWORK_NAMES, ExperimentConfig
 from hieseg.errors import ConfigError, DatasetError, OutputError
 from hieseg.evaluate import METRIC_TITLES
 from hieseg.image_io import to_xyz_array, write_atomic, write_image_atomic
@@ -565,7 +565,7 @@ def write_report(study: Study, plan: Plan) -> list[StudyRow]:
                                           for k, ids in enumerate(plan.folds)])
         for method in study.methods
     }
-    settings = describe(study, len(plan.files))
+    settings = describe(study, plan)
     write_results(rows, costs, curves, study.out, settings)
     write_html(study, rows, costs, curves, plan.files, settings)
     return rows
@@ -819,21 +819,34 @@ def mean_curve(curves: Sequence[Mapping[int, float]]) -> dict[int, float]:
     return {epoch: float(np.mean([c[epoch] for c in curves if epoch in c])) for epoch in epochs}
 
 
-def describe(study: Study, n_cases: int) -> dict[str, object]:
+def describe(study: Study, plan: Plan) -> dict[str, object]:
     """The settings a reader needs to interpret the tables, recorded in results.md and the HTML report."""
     train = study.config.train
     return {
-        "cases": n_cases,
+        "cases": len(plan.files),
         "folds": train.folds,
         "networks": ", ".join(study.networks),
         "losses": ", ".join(study.losses),
         "seed": train.seed,
         "budget": f"at most {train.epochs} epochs x "
                   f"{f'{train.steps_per_epoch} steps' if train.steps_per_epoch else 'one pass over the training cases'}"
-                  f" per run, {train.batch_size} patches a step, counted in {BUDGET_REASON}",
-        "target_spacing_mm": list(study.config.preprocess.target_spacing),
+                  f" per run, {train.batch_size} patch(es) a step, counted in {BUDGET_REASON}",
+        "target_spacing_mm": network_grids(study, plan),
         "nsd_tolerance_mm": study.nsd_tolerance_mm,
     }
+
+
+def network_grids(study: Study, plan: Plan) -> str:
+    """The network grid(s) the runs trained on: the configured one, or each run's data-derived one
+    (``preprocess.target_spacing`` unset), as its saved config.json resolved it."""
+    configured = study.config.preprocess.target_spacing
+    if configured is not None:
+        return " x ".join(f"{value:g}" for value in configured)
+    grids = {
+        tuple(ExperimentConfig.load(study.run_dir(run) / CONFIG_FILENAME).preprocess.target_spacing or ())
+        for run in plan.runs
+    }
+    return "; ".join(" x ".join(f"{value:g}" for value in grid) for grid in sorted(grids)) + " (from the data)"
 
 
 def write_results(

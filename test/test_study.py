@@ -18,6 +18,7 @@ import torch
 
 from conftest import tiny_config
 from hieseg import claims, study, training
+from hieseg.config import ExperimentConfig
 from hieseg.errors import OutputError
 from hieseg.losses import LOSS_NAMES
 from hieseg.metrics import SUMMARY_METRICS, CaseMetrics, burden_group
@@ -718,3 +719,18 @@ def test_two_commands_on_one_folder_train_each_run_once_and_the_last_writes_the_
         assert sorted(r["case_id"] for r in csv.DictReader(handle)) == sorted(
             sum(json.loads((out / "splits.json").read_text())["folds"], []))
     assert (out / "report" / "report.html").exists()
+
+
+def test_the_network_grid_is_described_as_configured_or_as_each_run_derived_it(tmp_path: Path) -> None:
+    runs = (study.RunKey("unet", "dice", 0), study.RunKey("segresnet", "dice", 0))
+    plan = study.Plan(files=(), folds=(("A",),), runs=runs)
+    configured = study.Study(data=tmp_path, out=tmp_path, config=ExperimentConfig().with_overrides(
+        {"preprocess.target_spacing": [1.0, 1.0, 2.5]}), losses=("dice",))
+    assert study.network_grids(configured, plan) == "1 x 1 x 2.5"
+    derived = study.Study(data=tmp_path, out=tmp_path, config=ExperimentConfig(), losses=("dice",),
+                          networks=("unet", "segresnet"))
+    for run in runs:
+        derived.run_dir(run).mkdir(parents=True)
+        derived.run_config(run).with_overrides({"preprocess.target_spacing": [0.9, 0.9, 2.8]}).save(
+            derived.run_dir(run) / "config.json")
+    assert study.network_grids(derived, plan) == "0.9 x 0.9 x 2.8 (from the data)"
