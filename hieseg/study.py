@@ -379,29 +379,24 @@ def parse_losses(text: str) -> tuple[str, ...]:
     """``all`` or a comma list of loss names, in the order given, each validated against LOSS_NAMES."""
     if text.strip() == ALL_LOSSES:
         return LOSS_NAMES
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in LOSS_NAMES]
-    if unknown or not names:
-        raise ConfigError(
-            f"--losses: unknown loss name(s) {', '.join(unknown) or '(none given)'}; "
-            f"use {ALL_LOSSES!r} or a comma list of: {', '.join(LOSS_NAMES)}"
-        )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--losses: a loss is listed twice in {text!r}")
-    return tuple(names)
+    return _parse_names(text, "--losses", "loss", LOSS_NAMES, f"use {ALL_LOSSES!r} or a comma list of")
 
 
 def parse_networks(text: str) -> tuple[str, ...]:
     """A comma list of network names (``network.name`` values), in the order given."""
+    return _parse_names(text, "--networks", "network", NETWORK_NAMES, "use a comma list of")
+
+
+def _parse_names(text: str, flag: str, kind: str, known: Sequence[str], usage: str) -> tuple[str, ...]:
+    """The names of a comma list, in the order given; unknown, missing or repeated names are refused."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in NETWORK_NAMES]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise ConfigError(
-            f"--networks: unknown network name(s) {', '.join(unknown) or '(none given)'}; "
-            f"use a comma list of: {', '.join(NETWORK_NAMES)}"
+            f"{flag}: unknown {kind} name(s) {', '.join(unknown) or '(none given)'}; {usage}: {', '.join(known)}"
         )
     if len(set(names)) != len(names):
-        raise ConfigError(f"--networks: a network is listed twice in {text!r}")
+        raise ConfigError(f"{flag}: a {kind} is listed twice in {text!r}")
     return tuple(names)
 
 
