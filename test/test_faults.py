@@ -266,8 +266,15 @@ def test_a_signal_during_the_write_leaves_no_temporary_file(container, capsys, m
         os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(sitk, "WriteImage", write_then_signal)
+    # Ctrl-C as a fresh Python process takes it, whatever this test process inherited (a shell
+    # starts background jobs with SIGINT ignored).
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     handler_before = signal.getsignal(signal.SIGTERM)
-    assert inference_cli.main([]) == status
+    try:
+        status_seen = inference_cli.main([])
+    finally:
+        signal.signal(signal.SIGINT, previous_sigint)
+    assert status_seen == status
     assert capsys.readouterr().err.strip() == (
         f"error: stopped by {signal.Signals(signum).name}; unfinished files were removed")
     assert files_under(container["output"]) == []

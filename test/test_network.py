@@ -63,7 +63,8 @@ def lesioned_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_demo_weights_config_of_format_1_is_read_as_the_same_unet() -> None:
-    old = json.loads((REPO / "model" / CONFIG_FILENAME).read_text())
+    """The v3 demo weights' config.json (format 1, kept in test/) migrates to the U-Net the shipped weights still use."""
+    old = json.loads((REPO / "test" / "config_format1.json").read_text())
     assert old["format_version"] == 1
     config = ExperimentConfig.from_dict(old)
     assert config.network.name == "unet" and config.format_version == 2
@@ -74,7 +75,7 @@ def test_the_demo_weights_config_of_format_1_is_read_as_the_same_unet() -> None:
     assert config.network.output_prior == old["network"]["output_prior"]
     assert ExperimentConfig.from_dict(config.to_dict()) == config
     bundle = load_bundle(REPO / "model", CPU)
-    assert type(bundle.networks[0]).__name__ == "UNet"
+    assert type(bundle.networks[0]).__name__ == "UNet" and bundle.config.unet == config.unet
 
 
 def test_the_unet_settings_named_in_the_old_place_point_to_their_section() -> None:

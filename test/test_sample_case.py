@@ -18,7 +18,7 @@ SAMPLE_INPUT = REPO / "test" / "input"
 EXPECTED = REPO / "test" / "expected_output"
 TRUTH_DIR = REPO / "test" / "sample_truth"
 DEMO_MODEL_MIN_DICE = 0.75
-"""The demo model scores 0.90 on the sample; far below means something broke."""
+"""The demo model scores 0.88 on the sample; far below means something broke."""
 
 
 def run_container_like(output: Path) -> subprocess.CompletedProcess:
