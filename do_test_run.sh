@@ -70,14 +70,16 @@ run_case() {
 
 echo "== sample case (test/input)"
 run_case "$SCRIPT_DIR/test/input" "$WORK_DIR/output"
-# Compare inside the image, so the host needs nothing but Docker.
+# Compare inside the image (its Python reads .mha), so the host needs nothing but Docker; the checker is a
+# test tool, mounted for this run, not part of the image.
 docker run --rm \
     --platform=linux/amd64 \
     --network none --read-only --tmpfs /tmp \
     --volume "$WORK_DIR/output":/output:ro \
     --volume "$SCRIPT_DIR/test/expected_output":/expected:ro \
+    --volume "$SCRIPT_DIR/test/compare_outputs.py":/opt/check/compare_outputs.py:ro \
     --entrypoint python \
-    "$DOCKER_IMAGE_TAG" -m hieseg.compare_outputs /output /expected
+    "$DOCKER_IMAGE_TAG" /opt/check/compare_outputs.py /output /expected
 
 echo "== a case without its Z_ADC (must exit with status $EXIT_USER_ERROR and write nothing)"
 status=0

@@ -2,7 +2,7 @@
 
 import sys
 
-from hieseg.inference_cli import main
+from hieseg.cli.infer import main
 
 if __name__ == "__main__":
     sys.exit(main())

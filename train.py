@@ -5,7 +5,7 @@ On several GPUs (or CPU processes), one model: ``torchrun --nproc_per_node N tra
 
 import sys
 
-from hieseg.train_cli import main
+from hieseg.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,6 +34,10 @@ class ModelError(InputError):
     """A weights folder that cannot be used: missing, empty or incompatible with its config."""
 
 
+class EvaluationError(InputError):
+    """Inputs that cannot be scored: a missing folder, prediction or brain image."""
+
+
 class OutputError(HiesegError, OSError):
     """An output that cannot be written, or that would overwrite work that must be kept."""
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from hieseg.config import ExperimentConfig
-from hieseg.synthetic import make_case, write_container_case, write_release
+from hieseg.config.settings import ExperimentConfig
+from hieseg.synthesis.generator import make_case, write_container_case, write_release
 
 SMALL_SIZE = (96, 96, 20)
 UUID = "1b2c3d4e-0000-4000-8000-000000000001"
@@ -47,12 +47,20 @@ def small_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_cases(small_release: Path) -> list:
+    """The cases of ``small_release``, read once (training takes them in memory)."""
+    from hieseg.training.data import load_cases
+
+    return load_cases(small_release, progress=False)
+
+
+@pytest.fixture(scope="session")
 def untrained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A weights folder with the tiny configuration and one randomly initialised network."""
     import torch
 
-    from hieseg.config import CONFIG_FILENAME
-    from hieseg.network import build_network
+    from hieseg.config.settings import CONFIG_FILENAME
+    from hieseg.model.network import build_network
 
     folder = tmp_path_factory.mktemp("model")
     config = tiny_config()

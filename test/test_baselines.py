@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from hieseg.baselines import BASELINES, cleaned_zadc_threshold, main, zadc_threshold
-from hieseg.evaluate import evaluate_folders
-from hieseg.image_io import Geometry
-from hieseg.layout import zadc_path
-from hieseg.synthetic import make_case, write_container_case, write_release
+from hieseg.cli.baselines import main
+from hieseg.evaluation.baselines import (
+    BASELINES,
+    cleaned_zadc_threshold,
+    zadc_threshold,
+)
+from hieseg.evaluation.folders import evaluate_folders
+from hieseg.io.images import Geometry
+from hieseg.io.layout import zadc_path
+from hieseg.synthesis.generator import make_case, write_container_case, write_release
 
 SHAPE = (20, 20, 8)
 N_CASES = 2

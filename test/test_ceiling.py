@@ -8,10 +8,10 @@ import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 
-from hieseg.ceiling import resampling_ceiling, resampling_step, round_trip
-from hieseg.image_io import Geometry, to_xyz_array
-from hieseg.synthetic import make_case
-from hieseg.transforms import IMAGE
+from hieseg.data.transforms import IMAGE
+from hieseg.evaluation.ceiling import resampling_ceiling, resampling_step, round_trip
+from hieseg.io.images import Geometry, to_xyz_array
+from hieseg.synthesis.generator import make_case
 
 NETWORK_GRID = (1.5, 1.5, 3.0)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hieseg import claims
+from hieseg.runtime import claims
 
 RACERS = 4
 KEYS = [f"loss{i % 5}.fold{i // 5}" for i in range(40)]

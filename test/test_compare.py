@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from hieseg import compare
-from hieseg.baselines import BASELINES
-from hieseg.image_io import Geometry
-from hieseg.layout import adc_path
-from hieseg.metrics import BURDEN_GROUPS
-from hieseg.synthetic import write_release
+from hieseg.cli import compare as compare_cli
+from hieseg.data.burden import BURDEN_GROUPS
+from hieseg.evaluation import compare
+from hieseg.evaluation.baselines import BASELINES
+from hieseg.io.images import Geometry
+from hieseg.io.layout import adc_path
+from hieseg.synthesis.generator import write_release
 
 N_CASES = 3
 MODEL_NAME = "tiny"
@@ -38,7 +39,7 @@ def compared(release: Path, untrained_model_dir: Path, tmp_path_factory: pytest.
             "--out", str(out), "--device", "cpu", "--no-progress", "--html", str(out / "html")]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        assert compare.main(argv) == 0
+        assert compare_cli.main(argv) == 0
     return out, stdout.getvalue()
 
 
@@ -134,7 +135,7 @@ def test_bad_input_is_one_line_naming_the_path_and_writes_nothing(
     argv = ["--data", str(data), "--model", str(model), "--out", str(out), "--device", "cpu", "--no-progress"]
     for name in names:
         argv += ["--name", name]
-    assert compare.main(argv) == 2
+    assert compare_cli.main(argv) == 2
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
     assert str(named) in error

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hieseg.config import ExperimentConfig
+from hieseg.config.settings import ExperimentConfig
 from hieseg.errors import ConfigError
 
 

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from test_packaging import development_only
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hieseg.config import LOSS_NAMES, LossConfig
-from hieseg.losses import build_loss, build_training_loss, deep_supervision_weights
+from hieseg.config.settings import LOSS_NAMES, LossConfig
+from hieseg.model.losses import (
+    build_loss,
+    build_training_loss,
+    deep_supervision_weights,
+)
 
 SMOOTH = 1e-5  # MONAI's default smooth_nr = smooth_dr
 

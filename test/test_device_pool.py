@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hieseg import device_pool
 from hieseg.errors import DatasetError
+from hieseg.runtime import pool as device_pool
 
 
 def task(device: str, item: tuple[str, Path]) -> tuple[str, int, list[int]]:

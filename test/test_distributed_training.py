@@ -41,11 +41,12 @@ def digest(tensors) -> str:
 
 def probe_main(argv: list[str]) -> int:
     """train.py's command line, recording each rank's steps and validations (see the module docstring)."""
-    from hieseg import train_cli, training
-    from hieseg.transforms import IMAGE
+    from hieseg.cli import train as train_cli
+    from hieseg.data.transforms import IMAGE
+    from hieseg.training.trainer import Trainer
 
     folder, rank = Path(os.environ["HIESEG_PROBE_DIR"]), int(os.environ.get("RANK", "0"))
-    real_step, real_epoch = training.training_step, training._train_epoch
+    real_step, real_epoch = Trainer.train_step, Trainer.train_epoch
     scripted_dice = iter(float(value) for value in os.environ["HIESEG_PROBE_DICE"].split(","))
     stop_after = int(os.environ.get("HIESEG_PROBE_STOP_AFTER", "0"))
     epochs_here = count(1)
@@ -55,9 +56,9 @@ def probe_main(argv: list[str]) -> int:
         with (folder / f"{kind}-rank{rank}.jsonl").open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
-    def step(config, network, loss_function, optimizer, scaler, batch, device) -> float:
-        loss = real_step(config, network, loss_function, optimizer, scaler, batch, device)
-        record("steps", {"epoch": current["epoch"], "loss": loss, "weights": digest(network.parameters()),
+    def step(trainer, batch) -> float:
+        loss = real_step(trainer, batch)
+        record("steps", {"epoch": current["epoch"], "loss": loss, "weights": digest(trainer.model.parameters()),
                          "batch": digest([batch[IMAGE].as_tensor()]), "cases": sorted(set(batch["case_id"]))})
         return loss
 
@@ -73,7 +74,7 @@ def probe_main(argv: list[str]) -> int:
         record("validations", {"epoch": current["epoch"], "dice": value})
         return value
 
-    training.training_step, training._train_epoch, training.validate = step, epoch, validate
+    Trainer.train_step, Trainer.train_epoch, Trainer.validate = step, epoch, validate
     return train_cli.main(argv)
 
 
@@ -156,8 +157,8 @@ def test_two_ranks_take_identical_steps_on_different_patches_and_learn(two_ranks
         assert logged == pytest.approx(sum(both) / len(both), rel=1e-9)
     assert losses[-1] < losses[0], f"training loss per epoch {losses}"
 
-    from hieseg.config import CONFIG_FILENAME, ExperimentConfig
-    from hieseg.network import build_network
+    from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
+    from hieseg.model.network import build_network
 
     saved = build_network(ExperimentConfig.load(two_ranks / CONFIG_FILENAME))
     saved.load_state_dict(final_model(two_ranks))
@@ -203,7 +204,7 @@ def test_an_interrupted_two_rank_run_resumed_equals_the_uninterrupted_one(
 
 
 def test_without_torchrun_a_process_trains_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hieseg import distributed
+    from hieseg.training import distributed
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
@@ -213,8 +214,8 @@ def test_without_torchrun_a_process_trains_alone(monkeypatch: pytest.MonkeyPatch
 
 
 def test_torchrun_ranks_come_from_the_environment_and_are_checked() -> None:
-    from hieseg import distributed
     from hieseg.errors import ConfigError
+    from hieseg.training import distributed
 
     ranks = distributed.torchrun_ranks({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
     assert ranks == distributed.Ranks(rank=3, world_size=4, local_rank=1, local_world_size=2, launched=True)
@@ -228,8 +229,8 @@ def test_torchrun_ranks_come_from_the_environment_and_are_checked() -> None:
 
 
 def test_under_torchrun_each_rank_takes_its_own_gpu_or_the_cpu() -> None:
-    from hieseg import distributed
     from hieseg.errors import ConfigError
+    from hieseg.training import distributed
 
     second = distributed.Ranks(rank=1, world_size=2, local_rank=1, local_world_size=2, launched=True)
     assert distributed.rank_device("cpu", second) == torch.device("cpu")
@@ -243,8 +244,8 @@ def test_under_torchrun_each_rank_takes_its_own_gpu_or_the_cpu() -> None:
 
 
 def test_a_torchrun_process_without_a_process_group_refuses_to_train(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hieseg import distributed
     from hieseg.errors import ConfigError
+    from hieseg.training import distributed
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -256,7 +257,7 @@ def test_a_torchrun_process_without_a_process_group_refuses_to_train(monkeypatch
 def test_each_rank_has_its_own_seed_and_rank_0_keeps_the_single_process_one() -> None:
     import numpy as np
 
-    from hieseg.training import epoch_seed
+    from hieseg.training.data import epoch_seed
 
     assert epoch_seed(42, 3) == epoch_seed(42, 3, rank=0) == int(np.random.SeedSequence([42, 3]).generate_state(1)[0])
     assert len({epoch_seed(42, 3, rank) for rank in range(4)}) == 4
@@ -264,11 +265,12 @@ def test_each_rank_has_its_own_seed_and_rank_0_keeps_the_single_process_one() ->
 
 def test_the_threads_are_shared_among_the_ranks_of_a_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import tiny_config
-    from hieseg import training
 
-    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 2}), processes=4) == 2
-    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 2})) == 14
+    from hieseg.training import optimization
+
+    monkeypatch.setattr(optimization.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert optimization.intra_op_threads(tiny_config(**{"train.num_workers": 2}), processes=4) == 2
+    assert optimization.intra_op_threads(tiny_config(**{"train.num_workers": 2})) == 14
 
 
 if __name__ == "__main__":

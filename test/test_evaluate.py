@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from hieseg.evaluate import evaluate_folders, main
-from hieseg.metrics import UNKNOWN_GROUP
+from hieseg.cli.evaluate import main
+from hieseg.data.burden import UNKNOWN_GROUP
+from hieseg.evaluation.folders import evaluate_folders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (24, 24, 10)

@@ -22,11 +22,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from conftest import UUID, files_under, rewrite, tiny_config, unwritable_folder
-from hieseg import evaluate, inference_cli, train_cli, training
-from hieseg.config import CONFIG_FILENAME
-from hieseg.layout import (
+
+from hieseg.cli import evaluate as evaluate_cli
+from hieseg.cli import infer as inference_cli
+from hieseg.cli import train as train_cli
+from hieseg.config.settings import CONFIG_FILENAME
+from hieseg.io.layout import (
     CONTAINER_ADC_DIR,
     CONTAINER_OUTPUT_DIR,
     CONTAINER_ZADC_DIR,
@@ -36,7 +38,9 @@ from hieseg.layout import (
     load_case,
     zadc_path,
 )
-from hieseg.synthetic import make_case
+from hieseg.synthesis.generator import make_case
+from hieseg.training.data import check_labels
+from hieseg.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_INPUT = REPO / "test" / "input"
@@ -80,7 +84,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(inference_cli, "read_input_case", started)
     monkeypatch.setattr(inference_cli, "load_bundle", started)
-    monkeypatch.setattr(training, "load_cases", started)
+    monkeypatch.setattr(train_cli, "load_cases", started)
 
 
 @contextmanager
@@ -404,7 +408,7 @@ def test_all_empty_labels_are_refused(release: Path, tmp_path: Path, capsys) -> 
 def test_empty_validation_labels_are_reported(small_release: Path, caplog) -> None:
     cases = [load_case(files) for files in discover_cases(small_release)[:3]]
     empty = [dataclasses.replace(case, label=sitk.Image(case.label.GetSize(), sitk.sitkUInt8)) for case in cases[1:]]
-    training.check_labels(small_release, cases[:1], empty)
+    check_labels(cases[:1], empty)
     assert "the labels of all 2 validation case(s) are empty" in caplog.text
 
 
@@ -455,7 +459,7 @@ def metric_epochs(run: Path) -> list[int]:
 def test_sigterm_while_training_leaves_a_checkpoint_that_resumes(small_release, tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
     argv = train_args(tmp_path, small_release, out)
-    real_step = training.training_step
+    real_step = Trainer.train_step
     steps = {"n": 0}
 
     def step_then_killed(*args: object, **kwargs: object) -> float:
@@ -464,7 +468,7 @@ def test_sigterm_while_training_leaves_a_checkpoint_that_resumes(small_release, 
             os.kill(os.getpid(), signal.SIGTERM)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(training, "training_step", step_then_killed)
+    monkeypatch.setattr(Trainer, "train_step", step_then_killed)
     with umask(0o022):
         assert train_cli.main(argv) == 143
     assert "stopped by SIGTERM" in capsys.readouterr().err
@@ -475,7 +479,7 @@ def test_sigterm_while_training_leaves_a_checkpoint_that_resumes(small_release, 
     for written in (run / "last.ckpt", out / "fold0.pt", out / CONFIG_FILENAME, run / "metrics.csv"):
         assert written.stat().st_mode & 0o777 == 0o644, written
 
-    monkeypatch.setattr(training, "training_step", real_step)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
     assert train_cli.main([*argv, "--resume"]) == 0
     assert metric_epochs(run) == [1, 2]
     assert torch.load(run / "last.ckpt", weights_only=True)["state"]["epoch"] == 2
@@ -489,7 +493,7 @@ def test_predictions_without_truth_are_listed_in_a_warning(tmp_path: Path, caplo
         folder.mkdir()
         for name in names:
             sitk.WriteImage(case.label, str(folder / name))
-    assert evaluate.main(["--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+    assert evaluate_cli.main(["--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
                           "--out", str(tmp_path / "report")]) == 0
     assert f"1 prediction(s) in {tmp_path / 'pred'} have no truth and are not scored: ghost.mha" in caplog.text
     with (tmp_path / "report" / "per_case.csv").open() as handle:

@@ -9,16 +9,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import chromium
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-import chromium
-from hieseg import evaluate
-from hieseg.baselines import baseline_mask_image
-from hieseg.html_report import REPORT_HTML, table_section, versions
-from hieseg.layout import discover_cases, load_case
+from hieseg.cli import evaluate as evaluate_cli
+from hieseg.evaluation.baselines import baseline_mask_image
+from hieseg.io.layout import discover_cases, load_case
+from hieseg.reports.html import REPORT_HTML, table_section, versions
 
 PRED_NAME, BASELINE_NAME = "model_a", "zadc_lt2"
 
@@ -76,7 +76,7 @@ def report(small_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     argv = ["--pred", str(root / PRED_NAME), "--truth", str(small_release), "--out", str(root / "eval"),
             "--html", str(html_dir), "--beside", str(root / BASELINE_NAME)]
     with contextlib.redirect_stdout(io.StringIO()):
-        assert evaluate.main(argv) == 0
+        assert evaluate_cli.main(argv) == 0
     return html_dir
 
 
@@ -136,7 +136,7 @@ def test_a_table_section_escapes_its_cells() -> None:
 def test_beside_needs_html(tmp_path: Path, small_release: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--pred", str(tmp_path), "--truth", str(small_release), "--out", str(tmp_path / "eval"),
             "--beside", str(tmp_path)]
-    assert evaluate.main(argv) == 2
+    assert evaluate_cli.main(argv) == 2
     assert "--html" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
 from conftest import UUID, files_under
-from hieseg.inference_cli import main
-from hieseg.layout import CONTAINER_ADC_DIR, CONTAINER_OUTPUT_DIR
+
+from hieseg.cli.infer import main
+from hieseg.io.layout import CONTAINER_ADC_DIR, CONTAINER_OUTPUT_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,18 +36,18 @@ def test_flags_override_the_environment(container, tmp_path: Path) -> None:
 
 
 def test_without_a_model_folder_anywhere_it_asks_for_one(container, tmp_path: Path, monkeypatch, capsys) -> None:
-    from hieseg import inference_cli
+    from hieseg.io import layout
 
     monkeypatch.delenv("HIESEG_MODEL")
-    monkeypatch.setattr(inference_cli, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
-    monkeypatch.setattr(inference_cli, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+    monkeypatch.setattr(layout, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
+    monkeypatch.setattr(layout, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
     assert main([]) == 2
     assert capsys.readouterr().err.strip().endswith("pass --model or set HIESEG_MODEL")
     assert files_under(container["output"]) == []
 
 
 def test_the_bundled_model_is_the_default_outside_the_container(monkeypatch, tmp_path: Path) -> None:
-    from hieseg import inference_cli
+    from hieseg.io import layout
 
-    monkeypatch.setattr(inference_cli, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
-    assert inference_cli.default_model_dir() == REPO / "model"
+    monkeypatch.setattr(layout, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
+    assert layout.default_model_dir() == REPO / "model"

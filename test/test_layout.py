@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from hieseg.layout import DatasetError, discover_cases, label_path, load_case, zadc_path
+from hieseg.errors import DatasetError
+from hieseg.io.layout import discover_cases, label_path, load_case, zadc_path
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of ``hieseg.losses``: each loss against hand-computed formulas, the Tversky
+"""Tests of ``hieseg.model.losses``: each loss against hand-computed formulas, the Tversky
 alpha/beta convention, compound weighting, monotonic descent toward the label, gradients,
 batch pooling and name validation."""
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from hieseg.config import LossConfig
-from hieseg.losses import BOUNDARY_TERM, LOSS_NAMES, REGION_TERM, WeightedSum, build_loss
+from hieseg.config.settings import LOSS_NAMES, LossConfig
+from hieseg.model.losses import BOUNDARY_TERM, REGION_TERM, WeightedSum, build_loss
 
 SMOOTH = 1e-5  # MONAI's default smooth_nr = smooth_dr, kept by hieseg.losses
 CONFIDENT = 20.0  # |logit| at which sigmoid is 0 or 1 to float precision

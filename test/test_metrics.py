@@ -12,13 +12,11 @@ from monai.metrics import compute_surface_dice
 from monai.metrics.utils import create_table_neighbour_code_to_surface_area
 from scipy import ndimage
 
-from hieseg.metrics import (
+from hieseg.data.burden import BURDEN_GROUPS, UNKNOWN_GROUP, burden_group
+from hieseg.evaluation.metrics import (
     BONBID2023,
-    BURDEN_GROUPS,
     CEILING_METRIC,
-    UNKNOWN_GROUP,
     CaseMetrics,
-    burden_group,
     distance_cap_mm,
     official_mean_masd,
     score_case,

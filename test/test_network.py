@@ -8,18 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL_SIZE, tiny_config
-from hieseg import training
-from hieseg.bench_timing import draw_batches
-from hieseg.config import CONFIG_FILENAME, NETWORK_NAMES, ExperimentConfig
+
+from hieseg.benchmark.timing import draw_batches
+from hieseg.config.settings import CONFIG_FILENAME, NETWORK_NAMES, ExperimentConfig
 from hieseg.errors import ConfigError, ModelError
-from hieseg.image_io import write_image_atomic
-from hieseg.layout import adc_path, discover_cases, label_path, load_case, zadc_path
-from hieseg.losses import build_training_loss
-from hieseg.network import build_network, network_of_state, parameter_count, supervised_outputs
-from hieseg.predictor import Predictor, load_bundle
-from hieseg.synthetic import make_case
+from hieseg.inference.predictor import Predictor
+from hieseg.io.images import write_image_atomic
+from hieseg.io.layout import adc_path, discover_cases, label_path, load_case, zadc_path
+from hieseg.model.losses import build_training_loss
+from hieseg.model.network import (
+    build_network,
+    network_of_state,
+    parameter_count,
+    supervised_outputs,
+)
+from hieseg.model.weights import load_bundle
+from hieseg.synthesis.generator import make_case
+from hieseg.training.folder import write_config
+from hieseg.training.optimization import build_optimization, optimisation_step
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -150,13 +157,13 @@ def test_a_few_training_steps_reduce_the_loss_on_a_synthetic_case(name: str, les
     (batch,), _ = draw_batches(config, lesioned_release, 1)
     network = build_network(config).train()
     loss_function = build_training_loss(config.loss, supervised_outputs(config))
-    optimizer, _, scaler = training.build_optimization(config, network, CPU)
+    optimization = build_optimization(config, network, CPU)
     with torch.no_grad():
         outputs = network(batch["image"].as_tensor())
     if name == "dynunet":  # deep supervision: the full resolution, then half of it (in-plane and z here)
         patch = config.train.patch_size
         assert [tuple(o.shape[2:]) for o in outputs] == [patch, (patch[0] // 2, patch[1] // 2, patch[2])]
-    losses = [training.training_step(config, network, loss_function, optimizer, scaler, batch, CPU) for _ in range(10)]
+    losses = [optimisation_step(config, network, loss_function, optimization, batch, CPU) for _ in range(10)]
     assert losses[-1] < 0.95 * losses[0], f"{name}: loss {[round(loss, 3) for loss in losses]}"
 
 
@@ -214,6 +221,6 @@ def test_a_folder_refuses_the_weights_of_another_network(tmp_path: Path, monkeyp
 
 
 def test_training_refuses_a_folder_of_another_network(tmp_path: Path) -> None:
-    training._write_config(tiny_network_config("unet"), tmp_path)
+    write_config(tiny_network_config("unet"), tmp_path)
     with pytest.raises(ConfigError, match=r"config.json is for network unet, this run trains segresnet"):
-        training._write_config(tiny_network_config("segresnet", **{"train.fold": 1}), tmp_path)
+        write_config(tiny_network_config("segresnet", **{"train.fold": 1}), tmp_path)

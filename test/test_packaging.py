@@ -2,15 +2,14 @@
 
 import os
 import shutil
+import site
 import subprocess
 import sys
-import site
 import venv
 from pathlib import Path
 
 import pytest
-
-from hieseg.compare_outputs import compare
+from compare_outputs import compare
 
 REPO = Path(__file__).resolve().parent.parent
 INFERENCE_REQUIREMENTS = REPO / "requirements-inference.txt"
@@ -68,7 +67,7 @@ class Block(MetaPathFinder):
 
 
 sys.meta_path.insert(0, Block())
-from hieseg.inference_cli import main
+from hieseg.cli.infer import main
 
 sys.exit(main(sys.argv[2:]))
 """
@@ -92,7 +91,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import hieseg
-from hieseg.layout import container_interface
+from hieseg.io.layout import container_interface
 
 assert Path(hieseg.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()), hieseg.__file__
 commands = {e.name: e for e in entry_points(group="console_scripts") if e.name.startswith("hieseg-")}
@@ -146,7 +145,7 @@ def test_pip_install_gives_the_library_and_its_commands_outside_the_checkout(tmp
 
 
 def test_the_container_interface_is_package_data_read_on_first_use_not_at_import() -> None:
-    probe = ("import hieseg.layout as layout; before = layout.container_interface.cache_info().currsize; "
+    probe = ("import hieseg.io.layout as layout; before = layout.container_interface.cache_info().currsize; "
              "print(before, layout.CONTAINER_OUTPUT_DIR, layout.container_interface.cache_info().currsize)")
     result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(REPO)},
                             capture_output=True, text=True)

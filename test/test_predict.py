@@ -12,12 +12,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import SMALL_SIZE
-from hieseg import evaluate, inference_cli, predict
-from hieseg.cli_common import Shard, parse_shard
-from hieseg.layout import CONTAINER_ADC_DIR, CONTAINER_OUTPUT_DIR, CONTAINER_ZADC_DIR, adc_path, zadc_path
-from hieseg.synthetic import make_case, write_container_case
+
+from hieseg.cli import evaluate as evaluate_cli
+from hieseg.cli import infer as inference_cli
+from hieseg.cli import predict as predict_cli
+from hieseg.cli.common import parse_shard
+from hieseg.evaluation import folders as evaluate
+from hieseg.inference import batch as predict
+from hieseg.io.layout import (
+    CONTAINER_ADC_DIR,
+    CONTAINER_OUTPUT_DIR,
+    CONTAINER_ZADC_DIR,
+    adc_path,
+    zadc_path,
+)
+from hieseg.runtime.devices import worker_devices
+from hieseg.runtime.shards import Shard
+from hieseg.synthesis.generator import make_case, write_container_case
 
 THRESHOLD = "0.02"
 """Near the random network's in-brain probabilities (1st-99th percentile 0.007-0.08): masks of
@@ -64,7 +76,7 @@ def test_masks_of_container_cases_are_bit_identical_to_inference_py(
     container_cases: Path, untrained_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "masks"
-    assert predict.main(["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir)]) == 0
+    assert predict_cli.main(["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir)]) == 0
     assert sorted(p.name for p in out.glob("*.mha")) == [f"{case_id}.mha" for case_id in CASE_IDS]
     for case_id in CASE_IDS:
         reference = inference_mask(container_cases / case_id, tmp_path / f"inference-{case_id}", untrained_model_dir)
@@ -75,7 +87,7 @@ def test_release_masks_equal_inference_py_and_evaluate_reads_them(
     small_release: Path, untrained_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "masks"
-    assert predict.main(["--input", str(small_release), "--output", str(out), *flags(untrained_model_dir)]) == 0
+    assert predict_cli.main(["--input", str(small_release), "--output", str(out), *flags(untrained_model_dir)]) == 0
     case_ids = sorted(p.name[: -len("-ADC_ss.mha")] for p in (small_release / "1ADC_ss").glob("*.mha"))
     assert sorted(p.stem for p in out.glob("*.mha")) == case_ids
     # The first case as the container would receive it.
@@ -84,7 +96,7 @@ def test_release_masks_equal_inference_py_and_evaluate_reads_them(
         (single / folder).mkdir(parents=True)
         shutil.copy(source(small_release, case_ids[0]), single / folder / "some-uuid.mha")
     assert_identical_images(out / f"{case_ids[0]}.mha", inference_mask(single, tmp_path / "inference", untrained_model_dir))
-    assert evaluate.main(["--pred", str(out), "--truth", str(small_release), "--out", str(tmp_path / "report")]) == 0
+    assert evaluate_cli.main(["--pred", str(out), "--truth", str(small_release), "--out", str(tmp_path / "report")]) == 0
     assert len(read_table(tmp_path / "report" / evaluate.PER_CASE_CSV)) == len(case_ids)
 
 
@@ -92,7 +104,7 @@ def test_table_has_seconds_and_the_written_masks_lesion_volume(
     container_cases: Path, untrained_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "masks"
-    assert predict.main(["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir)]) == 0
+    assert predict_cli.main(["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir)]) == 0
     rows = read_table(out / predict.TABLE_NAME)
     assert sorted(rows) == list(CASE_IDS)
     for case_id, row in rows.items():
@@ -114,7 +126,7 @@ def bundle_loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 def test_weights_are_loaded_once_for_all_cases(
     container_cases: Path, untrained_model_dir: Path, tmp_path: Path, bundle_loads: list[tuple]
 ) -> None:
-    assert predict.main(["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]) == 0
+    assert predict_cli.main(["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]) == 0
     assert len(bundle_loads) == 1 and len(list(tmp_path.glob("*.mha"))) == len(CASE_IDS)
 
 
@@ -124,11 +136,11 @@ def test_existing_masks_are_kept_unless_overwrite(
     argv = ["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]
     kept = tmp_path / f"{CASE_IDS[0]}.mha"
     sitk.WriteImage(sitk.Image(2, 2, 2, sitk.sitkUInt8), str(kept))  # stands for an earlier run's mask
-    assert predict.main(argv) == 0
+    assert predict_cli.main(argv) == 0
     assert sitk.ReadImage(str(kept)).GetSize() == (2, 2, 2)
     rows = read_table(tmp_path / predict.TABLE_NAME)
     assert rows[CASE_IDS[0]]["status"] == predict.EXISTING and rows[CASE_IDS[1]]["status"] == predict.WRITTEN
-    assert predict.main([*argv, "--overwrite"]) == 0
+    assert predict_cli.main([*argv, "--overwrite"]) == 0
     assert sitk.ReadImage(str(kept)).GetSize() == SMALL_SIZE
     assert {row["status"] for row in read_table(tmp_path / predict.TABLE_NAME).values()} == {predict.WRITTEN}
 
@@ -141,7 +153,7 @@ def test_a_bad_case_is_reported_and_the_others_are_written(
     (bad,) = (cases / CASE_IDS[1] / CONTAINER_ADC_DIR).glob("*.mha")
     bad.write_bytes(b"not an image")
     out = tmp_path / "masks"
-    assert predict.main(["--input", str(cases), "--output", str(out), *flags(untrained_model_dir)]) == 2
+    assert predict_cli.main(["--input", str(cases), "--output", str(out), *flags(untrained_model_dir)]) == 2
     assert sorted(p.stem for p in out.glob("*.mha")) == [CASE_IDS[0], CASE_IDS[2]]
     err = capsys.readouterr().err
     assert "1 case(s) failed" in err and f"{CASE_IDS[1]} (" in err and f"{bad}: " in err
@@ -154,7 +166,7 @@ def test_shard_takes_every_nth_case_and_writes_its_own_table(
     small_release: Path, untrained_model_dir: Path, tmp_path: Path
 ) -> None:
     argv = ["--input", str(small_release), "--output", str(tmp_path), *flags(untrained_model_dir), "--shard", "1/3"]
-    assert predict.main(argv) == 0
+    assert predict_cli.main(argv) == 0
     case_ids = sorted(p.name[: -len("-ADC_ss.mha")] for p in (small_release / "1ADC_ss").glob("*.mha"))
     assert sorted(p.stem for p in tmp_path.glob("*.mha")) == case_ids[1::3]
     assert sorted(read_table(tmp_path / "predictions.shard-1-of-3.csv")) == case_ids[1::3]
@@ -175,19 +187,19 @@ def test_an_input_that_is_no_case_folder_is_refused_in_one_line(
 ) -> None:
     (tmp_path / "empty").mkdir()
     argv = ["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "out"), *flags(untrained_model_dir)]
-    assert predict.main(argv) == 2
+    assert predict_cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no cases found" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
 
 
 def test_worker_counts_and_devices_are_checked() -> None:
-    assert predict.worker_devices("cpu", None, 3) == ["cpu"] * 3
-    assert predict.worker_devices("auto", "cpu,cpu", 2) == ["cpu"] * 4
+    assert worker_devices("cpu", None, 3) == ["cpu"] * 3
+    assert worker_devices("auto", "cpu,cpu", 2) == ["cpu"] * 4
     with pytest.raises(Exception, match="--workers must be at least 1"):
-        predict.worker_devices("cpu", None, 0)
+        worker_devices("cpu", None, 0)
     with pytest.raises(Exception, match="--device gpu7: not a supported device"):
-        predict.worker_devices("cpu", "cpu,gpu7", 1)
+        worker_devices("cpu", "cpu,gpu7", 1)
 
 
 @pytest.mark.slow
@@ -196,8 +208,8 @@ def test_worker_processes_write_the_same_masks(
 ) -> None:
     """Two spawned CPU workers (one intra-op thread each) against the one-process run."""
     one, two = tmp_path / "one", tmp_path / "two"
-    assert predict.main(["--input", str(container_cases), "--output", str(one), *flags(untrained_model_dir)]) == 0
-    assert predict.main(["--input", str(container_cases), "--output", str(two), *flags(untrained_model_dir),
+    assert predict_cli.main(["--input", str(container_cases), "--output", str(one), *flags(untrained_model_dir)]) == 0
+    assert predict_cli.main(["--input", str(container_cases), "--output", str(two), *flags(untrained_model_dir),
                          "--workers", "2"]) == 0
     for case_id in CASE_IDS:
         assert_identical_images(two / f"{case_id}.mha", one / f"{case_id}.mha")
@@ -242,7 +254,7 @@ def test_a_dead_worker_stops_the_run_with_its_case_listed_and_the_table_written(
     monkeypatch.setattr(predict, "predict_on_device", dies_on_the_second_case)  # the workers unpickle it from here
     out = tmp_path / "masks"
     argv = ["--input", str(container_cases), "--output", str(out), *flags(untrained_model_dir), "--workers", "2"]
-    assert predict.main(argv) == predict.EXIT_BUG
+    assert predict_cli.main(argv) == predict_cli.EXIT_BUG
     err = capsys.readouterr().err
     assert f"died with signal 9 while running case {CASE_IDS[1]}" in err and "run it again" in err
     rows = read_table(out / predict.TABLE_NAME)
@@ -253,7 +265,7 @@ def test_a_dead_worker_stops_the_run_with_its_case_listed_and_the_table_written(
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # a stopped worker's mask left no temporary
     # A rerun predicts the cases left and keeps the masks written.
     monkeypatch.undo()
-    assert predict.main(argv[:-2]) == 0
+    assert predict_cli.main(argv[:-2]) == 0
     rows = read_table(out / predict.TABLE_NAME)
     assert {case_id for case_id, row in rows.items() if row["status"] == predict.EXISTING} == done
     assert sorted(rows) == list(CASE_IDS)
@@ -264,7 +276,7 @@ def test_weights_that_cannot_be_loaded_refuse_a_one_process_run_in_one_line(
 ) -> None:
     model = corrupt_model(untrained_model_dir, tmp_path / "model")
     argv = ["--input", str(container_cases), "--output", str(tmp_path / "masks"), *flags(model)]
-    assert predict.main(argv) == 2
+    assert predict_cli.main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's start
     assert last.startswith("error: ") and "fold0.pt: unreadable weights file" in last
     assert not list((tmp_path / "masks").glob("*.mha"))

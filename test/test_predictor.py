@@ -6,12 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
-from hieseg.config import CONFIG_FILENAME
-from hieseg.layout import discover_cases, load_case
-from hieseg.network import build_network
-from hieseg.predictor import ModelError, Predictor, load_bundle
+
+from hieseg.config.settings import CONFIG_FILENAME
+from hieseg.errors import ModelError
+from hieseg.inference.predictor import Predictor
+from hieseg.io.layout import discover_cases, load_case
+from hieseg.model.network import build_network
+from hieseg.model.weights import load_bundle
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,15 @@ import monai
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import tiny_config
 
 import hieseg
-from conftest import tiny_config
-from hieseg.cli_common import build_config
-from hieseg.config import CONFIG_FILENAME, ExperimentConfig, ProvenanceConfig
-from hieseg.predictor import load_bundle
-from hieseg.provenance import current_provenance, git_state
-from hieseg.training import train
+from hieseg.config.overrides import build_config
+from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig, ProvenanceConfig
+from hieseg.model.provenance import current_provenance
+from hieseg.model.weights import load_bundle
+from hieseg.runtime.versions import git_state
+from hieseg.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 OLD = ProvenanceConfig(torch="1.13.1", monai="0.9.0", simpleitk="2.1.0", hieseg="0.0.1", git_commit="0" * 40,
@@ -80,7 +81,7 @@ def test_weights_of_other_torch_and_monai_versions_load_with_a_warning_naming_bo
     untrained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = write_model(tmp_path / "old", untrained_model_dir, OLD)
-    with caplog.at_level(logging.WARNING, logger="hieseg.provenance"):
+    with caplog.at_level(logging.WARNING, logger="hieseg.model.provenance"):
         bundle = load_bundle(folder, torch.device("cpu"))
     assert len(bundle.networks) == 1
     warnings = [record.getMessage() for record in caplog.records]
@@ -96,7 +97,7 @@ def test_same_minor_versions_or_no_provenance_load_silently(
     patch_level = dataclasses.replace(current_provenance(), torch=torch.__version__.split("+")[0] + ".99",
                                       simpleitk="1.0.0", git_commit=None, git_dirty=None)
     for name, provenance in (("same", patch_level), ("none", None)):
-        with caplog.at_level(logging.WARNING, logger="hieseg.provenance"):
+        with caplog.at_level(logging.WARNING, logger="hieseg.model.provenance"):
             load_bundle(write_model(tmp_path / name, untrained_model_dir, provenance), torch.device("cpu"))
     assert caplog.records == []
 
@@ -107,19 +108,19 @@ def test_a_config_json_given_as_starting_point_drops_its_provenance(tmp_path: Pa
 
 
 def test_training_records_provenance_and_other_provenance_blocks_neither_a_fold_nor_a_resume(
-    small_release: Path, tmp_path: Path
+    small_cases: list, tmp_path: Path
 ) -> None:
     config = tiny_config(**{"train.epochs": 1, "train.steps_per_epoch": 1, "tuning.enabled": False})
-    train(config, small_release, tmp_path, device="cpu", progress=False)
+    train(config, small_cases, tmp_path, device=torch.device("cpu"), progress=False)
     path = tmp_path / CONFIG_FILENAME
     assert ExperimentConfig.load(path).provenance == current_provenance()
 
     data = json.loads(path.read_text())
     data["provenance"] = dataclasses.asdict(OLD)
     path.write_text(json.dumps(data))
-    train(config.with_overrides({"train.fold": 1}), small_release, tmp_path, device="cpu", progress=False)
+    train(config.with_overrides({"train.fold": 1}), small_cases, tmp_path, device=torch.device("cpu"), progress=False)
     assert ExperimentConfig.load(path).provenance == current_provenance()
 
     path.write_text(json.dumps(data))
-    train(config, small_release, tmp_path, resume=True, device="cpu", progress=False)
+    train(config, small_cases, tmp_path, resume=True, device=torch.device("cpu"), progress=False)
     assert ExperimentConfig.load(path).provenance == current_provenance()

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from matplotlib.image import imread
 
 from hieseg.errors import ConfigError
-from hieseg.qc import (
+from hieseg.reports.qc import (
     CLASS_COLOURS,
     DPI,
     FALLBACK_SLICES,

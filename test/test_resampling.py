@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from hieseg.layout import CaseFiles, CaseImages
-from hieseg.predictor import Predictor, load_bundle
-from hieseg.synthetic import make_case
-from hieseg.transforms import invert_to_native
+from hieseg.data.transforms import invert_to_native
+from hieseg.inference.predictor import Predictor
+from hieseg.io.layout import CaseFiles, CaseImages
+from hieseg.model.weights import load_bundle
+from hieseg.synthesis.generator import make_case
+
 
 @pytest.fixture(scope="module")
 def tiny_predictor(untrained_model_dir: Path) -> Predictor:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from compare_outputs import compare
 
-from hieseg.compare_outputs import compare
-from hieseg.layout import CONTAINER_OUTPUT_DIR
-from hieseg.metrics import dice_score
+from hieseg.evaluation.metrics import dice_score
+from hieseg.io.layout import CONTAINER_OUTPUT_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_INPUT = REPO / "test" / "input"

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-
+import torch
 from conftest import tiny_config
-from hieseg.config import CONFIG_FILENAME, ExperimentConfig
-from hieseg.layout import adc_path, discover_cases
-from hieseg.spacing import median_target_spacing, with_data_spacing
-from hieseg.training import train
+
+from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
+from hieseg.data.spacing import median_target_spacing, with_data_spacing
+from hieseg.io.layout import adc_path, discover_cases
+from hieseg.training.trainer import train
 
 
 def test_median_per_axis_for_mildly_anisotropic_data() -> None:
@@ -41,10 +42,10 @@ def test_explicit_spacing_is_kept_and_unset_spacing_is_resolved() -> None:
     assert with_data_spacing(unset, [(1.0, 1.0, 2.0), (2.0, 2.0, 3.0)]).preprocess.target_spacing == (1.5, 1.5, 2.5)
 
 
-def test_training_saves_the_grid_derived_from_every_case(small_release: Path, tmp_path: Path) -> None:
+def test_training_saves_the_grid_derived_from_every_case(small_release: Path, small_cases: list, tmp_path: Path) -> None:
     config = tiny_config(**{"preprocess.target_spacing": None, "train.epochs": 1, "train.steps_per_epoch": 1,
                             "tuning.enabled": False})
-    train(config, small_release, tmp_path, device="cpu", progress=False)
+    train(config, small_cases, tmp_path, device=torch.device("cpu"), progress=False)
     spacings = [sitk.ReadImage(str(adc_path(small_release, f.case_id))).GetSpacing()
                 for f in discover_cases(small_release)]
     saved = ExperimentConfig.load(tmp_path / CONFIG_FILENAME)
@@ -52,7 +53,7 @@ def test_training_saves_the_grid_derived_from_every_case(small_release: Path, tm
 
 
 def test_prediction_refuses_a_config_without_a_grid() -> None:
-    from hieseg.transforms import inference_transforms
+    from hieseg.data.transforms import inference_transforms
 
     with pytest.raises(ValueError, match="target_spacing is unset"):
         inference_transforms(ExperimentConfig())

@@ -1,7 +1,7 @@
 import pytest
 
-from hieseg.metrics import burden_group
-from hieseg.splits import stratified_folds, train_validation_split
+from hieseg.data.burden import burden_group
+from hieseg.data.splits import stratified_folds, train_validation_split
 
 IDS = [f"C{i:02d}" for i in range(20)]
 BURDENS = [0.001] * 10 + [0.02] * 5 + [0.2] * 5

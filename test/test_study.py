@@ -15,14 +15,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
-from hieseg import claims, study, training
-from hieseg.config import ExperimentConfig
+
+from hieseg.cli import study as study_cli
+from hieseg.config.settings import LOSS_NAMES, ExperimentConfig
+from hieseg.data.burden import burden_group
 from hieseg.errors import OutputError
-from hieseg.losses import LOSS_NAMES
-from hieseg.metrics import SUMMARY_METRICS, CaseMetrics, burden_group
-from hieseg.network import build_network, parameter_count
+from hieseg.evaluation.metrics import HIGHER_IS_BETTER, SUMMARY_METRICS, CaseMetrics
+from hieseg.io.tables import best_per_metric
+from hieseg.model.network import build_network, parameter_count
+from hieseg.runtime import claims
+from hieseg.studies import plan, results
+from hieseg.studies import runner as study
+from hieseg.training import trainer as training
+from hieseg.training.logs import read_history
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STUDY_LOSSES = ("dice", "tversky_hausdorffdt")
@@ -51,7 +57,7 @@ HAND_ROWS = [
 
 
 def test_summary_counts_each_burden_group_and_leaves_empty_groups_blank() -> None:
-    records = {r["loss"]: r for r in study.summary_records(study.summarize_by_method(HAND_ROWS), {})}
+    records = {r["loss"]: r for r in results.summary_records(results.summarize_by_method(HAND_ROWS), {})}
     assert list(records) == ["dice", "tversky"]
     dice = records["dice"]
     assert dice["network"] == "unet" and dice["parameters"] == "" and dice["inference_seconds_mean"] == ""
@@ -64,7 +70,7 @@ def test_summary_counts_each_burden_group_and_leaves_empty_groups_blank() -> Non
 
 
 def test_markdown_bolds_the_best_loss_per_metric_and_direction() -> None:
-    markdown = study.render_markdown(study.summarize_by_method(HAND_ROWS), {}, {"folds": 2})
+    markdown = results.render_markdown(results.summarize_by_method(HAND_ROWS), {}, {"folds": 2})
     overall = markdown.split("## All cases")[1].split("##")[0]
     assert "| network | loss | n | Dice | MASD (mm) | NSD |" in overall
     assert "| unet | dice | 3 | **0.700 ± 0.082** | 5.000 ± 0.816 | **0.800 ± 0.082** |" in overall
@@ -86,17 +92,17 @@ NETWORK_ROWS = [
       for case, fold in (("a", 0), ("b", 0), ("c", 1), ("d", 1))),
 ]
 NETWORK_COSTS = [
-    study.RunCost(study.RunKey(network, "dice", fold), parameters, epochs_run=epochs, training_seconds=seconds)
+    results.RunCost(study.RunKey(network, "dice", fold), parameters, epochs_run=epochs, training_seconds=seconds)
     for network, parameters, epochs, seconds in (("unet", 1000, 2, 10.0), ("segresnet", 250000, 2, 40.0))
     for fold, seconds in ((0, seconds), (1, seconds + 2.0))
 ]
 
 
 def test_tables_compare_networks_with_their_cost() -> None:
-    summaries = study.summarize_by_method(NETWORK_ROWS)
-    costs = study.cost_statistics(NETWORK_COSTS, NETWORK_ROWS)
+    summaries = results.summarize_by_method(NETWORK_ROWS)
+    costs = results.cost_statistics(NETWORK_COSTS, NETWORK_ROWS)
     assert list(summaries) == [("unet", "dice"), ("segresnet", "dice")]
-    records = {(r["network"], r["loss"]): r for r in study.summary_records(summaries, costs)}
+    records = {(r["network"], r["loss"]): r for r in results.summary_records(summaries, costs)}
     unet, segresnet = records[("unet", "dice")], records[("segresnet", "dice")]
     assert (unet["parameters"], segresnet["parameters"]) == (1000, 250000)
     assert unet["training_seconds_mean"] == pytest.approx(11.0) and unet["training_seconds_std"] == pytest.approx(1.0)
@@ -104,7 +110,7 @@ def test_tables_compare_networks_with_their_cost() -> None:
     assert unet["inference_seconds_std"] == pytest.approx(0.05)
     assert segresnet["epochs_run_mean"] == 2 and segresnet["inference_seconds_mean"] == pytest.approx(2.0)
     assert (unet["dice_mean"], segresnet["dice_mean"]) == (pytest.approx(0.6), pytest.approx(0.8))
-    markdown = study.render_markdown(summaries, costs, {"networks": "unet, segresnet"})
+    markdown = results.render_markdown(summaries, costs, {"networks": "unet, segresnet"})
     overall = markdown.split("## All cases")[1].split("##")[0]
     assert "| unet | dice | 4 | 0.600 ± 0.000 | 3.000 ± 0.000 | 0.700 ± 0.000 |" in overall
     assert "| segresnet | dice | 4 | **0.800 ± 0.000** | **2.000 ± 0.000** | **0.900 ± 0.000** |" in overall
@@ -114,13 +120,13 @@ def test_tables_compare_networks_with_their_cost() -> None:
     assert "| segresnet | dice | 250,000 | 2 | 41.0 ± 1.0 | 2.000 ± 0.000 |" in cost
 
 
-def test_best_methods_keeps_ties() -> None:
+def test_best_per_metric_keeps_ties() -> None:
     statistics = {
         method: {"n": 1, **{m: {"mean": 0.5, "std": 0.0, "median": 0.5} for m in SUMMARY_METRICS}}
         for method in (("unet", "x"), ("segresnet", "x"))
     }
     both = {("unet", "x"), ("segresnet", "x")}
-    assert study.best_methods(statistics) == {"dice": both, "masd_mm": both, "nsd": both}
+    assert best_per_metric(statistics, HIGHER_IS_BETTER) == {"dice": both, "masd_mm": both, "nsd": both}
 
 
 def test_rows_round_trip_through_csv(tmp_path: Path) -> None:
@@ -152,66 +158,66 @@ def test_scores_written_before_the_ceiling_and_the_network_existed_still_read(tm
 
 def test_the_ceiling_is_reported_beside_each_loss() -> None:
     rows = [with_ceilings(r, ceiling) for r, ceiling in zip(HAND_ROWS, (0.9, 0.7, 0.8) * 2)]
-    summaries = study.summarize_by_method(rows)
-    markdown = study.render_markdown(summaries, {}, {"folds": 2})
+    summaries = results.summarize_by_method(rows)
+    markdown = results.render_markdown(summaries, {}, {"folds": 2})
     overall = markdown.split("## All cases")[1].split("##")[0]
     assert "| network | loss | n | Dice | MASD (mm) | NSD | ceiling Dice |" in overall
     assert "| unet | dice | 3 | **0.700 ± 0.082** | 5.000 ± 0.816 | **0.800 ± 0.082** | 0.800 ± 0.082 |" in overall
     assert "| unet | dice | 2 | **0.650 ± 0.050** | 5.500 ± 0.500 | **0.750 ± 0.050** | 0.750 ± 0.050 |" in markdown
     assert "| unet | dice | 0 | – | – | – | – |" in markdown
-    records = {r["loss"]: r for r in study.summary_records(summaries, {})}
+    records = {r["loss"]: r for r in results.summary_records(summaries, {})}
     assert records["tversky"]["lt1pct_ceiling_dice_mean"] == pytest.approx(0.9)
     assert records["tversky"]["gt5pct_ceiling_dice_mean"] == ""
 
 
 def test_parse_losses() -> None:
-    assert study.parse_losses("all") == LOSS_NAMES
-    assert study.parse_losses(" tversky , dice") == ("tversky", "dice")
+    assert study_cli.parse_losses("all") == LOSS_NAMES
+    assert study_cli.parse_losses(" tversky , dice") == ("tversky", "dice")
     with pytest.raises(ValueError, match="unknown loss name.*dicee"):
-        study.parse_losses("dice,dicee")
+        study_cli.parse_losses("dice,dicee")
     with pytest.raises(ValueError, match="twice"):
-        study.parse_losses("dice,dice")
+        study_cli.parse_losses("dice,dice")
 
 
 def test_parse_networks() -> None:
-    assert study.parse_networks(" segresnet ,unet") == ("segresnet", "unet")
+    assert study_cli.parse_networks(" segresnet ,unet") == ("segresnet", "unet")
     with pytest.raises(ValueError, match=r"unknown network name\(s\) vnet; use a comma list of: unet, dynunet"):
-        study.parse_networks("unet,vnet")
+        study_cli.parse_networks("unet,vnet")
     with pytest.raises(ValueError, match="twice"):
-        study.parse_networks("unet,unet")
+        study_cli.parse_networks("unet,unet")
 
 
 def test_folds_are_written_once_and_a_changed_data_set_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "splits.json"
     config = tiny_config(**{"train.folds": 2})
     burdens = {f"case{i}": 0.002 * i for i in range(6)}
-    folds = study.folds_for(path, burdens, config)
+    folds = plan.folds_for(path, burdens, config)
     assert sorted(sum(folds, [])) == sorted(burdens)
     assert json.loads(path.read_text())["folds"] == folds
-    assert study.folds_for(path, burdens, config) == folds
+    assert plan.folds_for(path, burdens, config) == folds
     with pytest.raises(ValueError, match="new: case9; gone: case0"):
-        study.folds_for(path, {**{k: v for k, v in burdens.items() if k != "case0"}, "case9": 0.0}, config)
+        plan.folds_for(path, {**{k: v for k, v in burdens.items() if k != "case0"}, "case9": 0.0}, config)
     with pytest.raises(ValueError, match="burdens changed"):
-        study.folds_for(path, {**burdens, "case5": 0.2, "case4": 0.3}, config)
+        plan.folds_for(path, {**burdens, "case5": 0.2, "case4": 0.3}, config)
 
 
 def settings_of(networks: tuple[str, ...] = ("unet",), **overrides: object) -> dict[str, object]:
     """study.json's settings of a study of ``networks`` on the tiny configuration with ``overrides``."""
     the_study = study.Study(data=Path("data"), out=Path("out"), config=tiny_config(**overrides), losses=("dice",),
                             networks=networks)
-    return study.study_settings(the_study)
+    return plan.study_settings(the_study)
 
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "study.json"
-    study.check_settings(path, settings_of(**{"train.epochs": 2}))
-    study.check_settings(path, settings_of(**{"train.epochs": 2}))
+    plan.check_settings(path, settings_of(**{"train.epochs": 2}))
+    plan.check_settings(path, settings_of(**{"train.epochs": 2}))
     with pytest.raises(ValueError, match="train.epochs: 2 then, 3 now"):
-        study.check_settings(path, settings_of(**{"train.epochs": 3}))
+        plan.check_settings(path, settings_of(**{"train.epochs": 3}))
     with pytest.raises(ValueError, match="train.seed: 42 then, 1 now"):
-        study.check_settings(path, settings_of(**{"train.epochs": 2, "train.seed": 1}))
+        plan.check_settings(path, settings_of(**{"train.epochs": 2, "train.seed": 1}))
     with pytest.raises(ValueError, match=r"swinunetr.feature_size: 24 then, 48 now"):  # another network's settings
-        study.check_settings(path, settings_of(**{"train.epochs": 2, "swinunetr.feature_size": 48}))
+        plan.check_settings(path, settings_of(**{"train.epochs": 2, "swinunetr.feature_size": 48}))
     recorded = json.loads(path.read_text())
     assert recorded["networks"] == ["unet"] and "name" not in recorded["config"]["network"]
     assert recorded["budget"]["unit"] == "steps" and "not seconds" in recorded["budget"]["why"]
@@ -219,14 +225,14 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
 
 def test_adding_a_network_with_the_same_settings_extends_the_study(tmp_path: Path) -> None:
     path = tmp_path / "study.json"
-    study.check_settings(path, settings_of(("unet",)))
-    study.check_settings(path, settings_of(("segresnet",)))
-    study.check_settings(path, settings_of(("dynunet", "unet")), record=False)
+    plan.check_settings(path, settings_of(("unet",)))
+    plan.check_settings(path, settings_of(("segresnet",)))
+    plan.check_settings(path, settings_of(("dynunet", "unet")), record=False)
     assert json.loads(path.read_text())["networks"] == ["unet", "segresnet"]  # --report records nothing
-    study.check_settings(path, settings_of(("dynunet", "unet")))
+    plan.check_settings(path, settings_of(("dynunet", "unet")))
     assert json.loads(path.read_text())["networks"] == ["unet", "segresnet", "dynunet"]
     with pytest.raises(ValueError, match="train.epochs: 2 then, 4 now"):
-        study.check_settings(path, settings_of(("segresnet",), **{"train.epochs": 4}))
+        plan.check_settings(path, settings_of(("segresnet",), **{"train.epochs": 4}))
     assert json.loads(path.read_text())["networks"] == ["unet", "segresnet", "dynunet"]
 
 
@@ -253,10 +259,10 @@ def test_a_study_json_of_an_older_version_is_the_same_study_unless_a_setting_dif
     path = tmp_path / "study.json"
     path.write_text(json.dumps(old()))
     with pytest.raises(ValueError, match=r"train.epochs: 2 then, 3 now\)"):
-        study.check_settings(path, settings_of(**{"train.epochs": 3}))
-    study.check_settings(path, settings_of(("segresnet",)), record=False)
+        plan.check_settings(path, settings_of(**{"train.epochs": 3}))
+    plan.check_settings(path, settings_of(("segresnet",)), record=False)
     assert "networks" not in json.loads(path.read_text())
-    study.check_settings(path, settings_of(("segresnet",)))
+    plan.check_settings(path, settings_of(("segresnet",)))
     assert json.loads(path.read_text()) == settings_of(("unet", "segresnet"))  # brought to today's form
 
 
@@ -266,19 +272,19 @@ def test_a_folder_laid_out_by_the_previous_version_is_refused(tmp_path: Path) ->
     (tmp_path / "models" / "dice" / "fold0").mkdir(parents=True)
     with pytest.raises(OutputError, match="laid out by an older version of hieseg.study .models/dice: "
                                           r"models/<loss>/fold<k>.*move models/<loss> to models/unet/<loss>"):
-        study.check_settings(path, settings_of())
+        plan.check_settings(path, settings_of())
     assert "networks" not in json.loads(path.read_text())
 
 
 def test_cli_reports_bad_arguments_in_one_line(tmp_path: Path, small_release: Path, capsys) -> None:
     base = ["--data", str(small_release), "--out", str(tmp_path / "study")]
-    assert study.main([*base, "--losses", "dice,focal"]) == 2
+    assert study_cli.main([*base, "--losses", "dice,focal"]) == 2
     assert "unknown loss name(s) focal" in capsys.readouterr().err
-    assert study.main([*base, "--set", "loss.name=dice"]) == 2
+    assert study_cli.main([*base, "--set", "loss.name=dice"]) == 2
     assert "--losses" in capsys.readouterr().err
-    assert study.main([*base, "--networks", "unet,unetr"]) == 2
+    assert study_cli.main([*base, "--networks", "unet,unetr"]) == 2
     assert "--networks: unknown network name(s) unetr" in capsys.readouterr().err
-    assert study.main([*base, "--set", "network.name=segresnet"]) == 2
+    assert study_cli.main([*base, "--set", "network.name=segresnet"]) == 2
     assert "choose networks with --networks" in capsys.readouterr().err
     assert not (tmp_path / "study").exists()
 
@@ -288,13 +294,13 @@ def test_a_network_that_cannot_take_the_patches_is_refused_before_any_work(
 ) -> None:
     out = tmp_path / "study"
     argv = tiny_study_args(tmp_path, small_release, out, ("dice",), networks=("unet", "swinunetr"))
-    assert study.main(argv) == 2
+    assert study_cli.main(argv) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--networks swinunetr: train.patch_size: network swinunetr needs each axis " \
         "to be a multiple of 32 x 32 x 32 (see its section 'swinunetr'), got [48, 48, 16]" in error
     assert fake_runs == [] and not out.exists()
     roi_only = [*argv, "--set", "train.patch_size=[64,64,32]"]
-    assert study.main(roi_only) == 2
+    assert study_cli.main(roi_only) == 2
     assert "--networks swinunetr: inference.roi_size: network swinunetr needs" in capsys.readouterr().err
     assert fake_runs == [] and not out.exists()
 
@@ -320,7 +326,7 @@ def test_tiny_study_end_to_end_and_resume_does_no_training(
 ) -> None:
     out = tmp_path / "study"
     argv = tiny_study_args(tmp_path, small_release, out, STUDY_LOSSES)
-    assert study.main(argv) == 0
+    assert study_cli.main(argv) == 0
 
     folds = json.loads((out / "splits.json").read_text())["folds"]
     cases = sorted(sum(folds, []))
@@ -363,7 +369,7 @@ def test_tiny_study_end_to_end_and_resume_does_no_training(
         raise AssertionError("a finished study must not train again")
 
     monkeypatch.setattr(training, "train", no_training)
-    assert study.main(argv) == 0
+    assert study_cli.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "predictions").rglob("*.mha")} == before
     assert {p: p.stat().st_mtime_ns for p in (out / "report" / "qc").rglob("*.png")} == pictures  # kept, not redrawn
     with open(out / "results.csv", newline="") as handle:
@@ -389,7 +395,7 @@ def test_two_networks_train_on_the_same_folds_and_budget_and_are_tabled_with_the
         return train(config, *args, **kwargs)
 
     monkeypatch.setattr(training, "train", recording_train)
-    assert study.main(argv) == 0
+    assert study_cli.main(argv) == 0
     assert budgets == [("unet", 0, 2, 1), ("unet", 1, 2, 1), ("segresnet", 0, 2, 1), ("segresnet", 1, 2, 1)]
 
     folds = json.loads((out / "splits.json").read_text())["folds"]
@@ -405,7 +411,7 @@ def test_two_networks_train_on_the_same_folds_and_budget_and_are_tabled_with_the
     runs = {(r["network"], int(r["fold"])): r for r in read_csv(out / "runs.csv")}
     assert len(runs) == 4
     for (network, fold), record in runs.items():
-        history = training.read_history(out / "models" / network / "dice" / f"fold{fold}" / "runs" / "model"
+        history = read_history(out / "models" / network / "dice" / f"fold{fold}" / "runs" / "model"
                                         / "metrics.csv")
         assert int(record["epochs_run"]) == len(history) == 2
         assert float(record["training_seconds"]) == pytest.approx(sum(r["seconds"] for r in history))
@@ -430,7 +436,7 @@ def test_two_networks_train_on_the_same_folds_and_budget_and_are_tabled_with_the
         f"{network}.dice.fold{fold}.0.json" for network in ("segresnet", "unet") for fold in (0, 1)]
 
     budgets.clear()
-    assert study.main(argv) == 0  # resumed: every run finished
+    assert study_cli.main(argv) == 0  # resumed: every run finished
     assert budgets == []
     assert read_csv(out / "results.csv") == results
 
@@ -439,14 +445,14 @@ def test_adding_a_network_trains_only_its_runs_and_other_settings_are_still_refu
     tmp_path: Path, small_release: Path, fake_runs: list, capsys
 ) -> None:
     out = tmp_path / "study"
-    assert study.main(tiny_study_args(tmp_path, small_release, out, ("dice",))) == 0
+    assert study_cli.main(tiny_study_args(tmp_path, small_release, out, ("dice",))) == 0
     assert fake_runs == [("dice", 0), ("dice", 1)]
     capsys.readouterr()
     both = tiny_study_args(tmp_path, small_release, out, ("dice",), networks=("unet", "segresnet"))
-    assert study.main([*both, "--shard", "1/2"]) == 0  # runs 1 and 3 of unet 0, unet 1, segresnet 0, segresnet 1
+    assert study_cli.main([*both, "--shard", "1/2"]) == 0  # runs 1 and 3 of unet 0, unet 1, segresnet 0, segresnet 1
     assert fake_runs[2:] == [("segresnet", "dice", 1)]
     assert "1 run(s) trained, 1 already finished" in capsys.readouterr().out
-    assert study.main(both) == 0
+    assert study_cli.main(both) == 0
     assert fake_runs[3:] == [("segresnet", "dice", 0)]
     assert "16 held-out case score(s) over 2 network(s) x 1 loss(es)" in capsys.readouterr().out
     assert json.loads((out / "study.json").read_text())["networks"] == ["unet", "segresnet"]
@@ -460,9 +466,9 @@ def test_adding_a_network_trains_only_its_runs_and_other_settings_are_still_refu
     assert [float(r["training_seconds_mean"]) for r in summary] == [1.0, 1.0]
     assert [float(r["inference_seconds_mean"]) for r in summary] == [0.25, 0.25]
 
-    assert study.main([*both, "--epochs", "3"]) == 2
+    assert study_cli.main([*both, "--epochs", "3"]) == 2
     assert "train.epochs: 2 then, 3 now" in capsys.readouterr().err
-    assert study.main([*both, "--set", "segresnet.init_filters=16"]) == 2
+    assert study_cli.main([*both, "--set", "segresnet.init_filters=16"]) == 2
     assert "segresnet.init_filters: 8 then, 16 now" in capsys.readouterr().err
     assert len(fake_runs) == 4
 
@@ -479,12 +485,12 @@ def test_a_run_interrupted_after_training_resumes_without_repeating_epochs(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(study, "predict_and_score", interrupted)
-    assert study.main(argv) == 130  # Ctrl-C: 128 + SIGINT, after the clean-ups
+    assert study_cli.main(argv) == 130  # Ctrl-C: 128 + SIGINT, after the clean-ups
     run_dir = out / "models" / "unet" / "dice" / "fold0"
     assert (run_dir / "model.pt").exists() and not (run_dir / "scores.csv").exists()
 
     monkeypatch.setattr(study, "predict_and_score", predict_and_score)
-    assert study.main(argv) == 0
+    assert study_cli.main(argv) == 0
     with open(run_dir / "runs" / "model" / "metrics.csv", newline="") as handle:
         assert [int(float(r["epoch"])) for r in csv.DictReader(handle)] == [1, 2]
     assert (run_dir / "scores.csv").exists() and (out / "results.csv").exists()
@@ -516,7 +522,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int] | tuple[s
         return rows
 
     monkeypatch.setattr(study, "run_job", fake_job)
-    monkeypatch.setattr(study, "write_html", lambda *args, **kwargs: None)
+    monkeypatch.setattr(results, "write_html", lambda *args, **kwargs: None)
     return trained
 
 
@@ -525,23 +531,23 @@ def test_shards_split_the_runs_and_the_last_one_writes_the_tables(
 ) -> None:
     out = tmp_path / "study"
     argv = tiny_study_args(tmp_path, small_release, out, TWO_LOSSES)
-    assert study.main([*argv, "--shard", "0/2"]) == 0
+    assert study_cli.main([*argv, "--shard", "0/2"]) == 0
     assert fake_runs == [("dice", 0), ("tversky", 0)]  # runs 0 and 2 of dice 0, dice 1, tversky 0, tversky 1
     printed = capsys.readouterr().out
     assert "2 run(s) trained, 0 already finished" in printed
     assert "2 run(s) of the study not finished yet (unet / dice fold 1, unet / tversky fold 1)" in printed
     assert not (out / "results.csv").exists()
 
-    assert study.main([*argv, "--report"]) == 2
+    assert study_cli.main([*argv, "--report"]) == 2
     error = capsys.readouterr().err
     assert ("2 of the study's 4 run(s) are not finished: unet / dice fold 1 (not started), "
             "unet / tversky fold 1 (not started)") in error
     assert not (out / "results.csv").exists()
     claim_file(out, "unet.tversky.fold1", 0, pid=dead_pid())
-    assert study.main([*argv, "--report"]) == 2
+    assert study_cli.main([*argv, "--report"]) == 2
     assert "unet / tversky fold 1 (stopped; rerun to resume it)" in capsys.readouterr().err
 
-    assert study.main([*argv, "--shard", "1/2"]) == 0
+    assert study_cli.main([*argv, "--shard", "1/2"]) == 0
     assert fake_runs[2:] == [("dice", 1), ("tversky", 1)]
     assert "16 held-out case score(s) over 1 network(s) x 2 loss(es)" in capsys.readouterr().out
     with open(out / "results.csv", newline="") as handle:
@@ -551,7 +557,7 @@ def test_shards_split_the_runs_and_the_last_one_writes_the_tables(
     assert (out / "boxplots.png").read_bytes().startswith(PNG_MAGIC)
 
     (out / "results.csv").unlink()
-    assert study.main([*argv, "--report"]) == 0
+    assert study_cli.main([*argv, "--report"]) == 0
     assert len(fake_runs) == 4  # --report trains nothing
     with open(out / "results.csv", newline="") as handle:
         assert list(csv.DictReader(handle)) == results
@@ -564,13 +570,13 @@ def test_shards_split_the_runs_and_the_last_one_writes_the_tables(
 def test_report_refuses_a_folder_without_a_study_and_flags_that_train(tmp_path: Path, small_release: Path, capsys) -> None:
     out = tmp_path / "study"
     argv = tiny_study_args(tmp_path, small_release, out, TWO_LOSSES)
-    assert study.main([*argv, "--report"]) == 2
+    assert study_cli.main([*argv, "--report"]) == 2
     assert "no study here (study.json missing)" in capsys.readouterr().err
     assert not out.exists()
-    assert study.main([*argv, "--report", "--shard", "0/2"]) == 2
+    assert study_cli.main([*argv, "--report", "--shard", "0/2"]) == 2
     assert "--report trains nothing" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        study.main([*argv, "--shard", "2/2"])
+        study_cli.main([*argv, "--shard", "2/2"])
     assert "expected K/N with 0 <= K < N" in capsys.readouterr().err
 
 
@@ -578,9 +584,9 @@ def test_report_refuses_a_folder_without_a_study_and_flags_that_train(tmp_path: 
 def test_devices_that_are_not_there_are_refused_before_any_work(tmp_path: Path, small_release: Path, capsys) -> None:
     out = tmp_path / "study"
     argv = tiny_study_args(tmp_path, small_release, out, TWO_LOSSES)
-    assert study.main([*argv, "--devices", "cuda:0,cuda:1"]) == 2
+    assert study_cli.main([*argv, "--devices", "cuda:0,cuda:1"]) == 2
     assert "--device cuda:0: CUDA is not available" in capsys.readouterr().err
-    assert study.main([*argv, "--workers", "0"]) == 2
+    assert study_cli.main([*argv, "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert not out.exists()
 
@@ -629,7 +635,7 @@ def test_racing_processes_record_the_settings_once_and_refuse_others(tmp_path: P
     def start_study(epochs: int) -> None:
         start.wait()
         try:
-            study.check_settings(path, settings[epochs])
+            plan.check_settings(path, settings[epochs])
         except ValueError:
             refused.append(epochs)
 
@@ -662,17 +668,17 @@ def test_claims_of_killed_processes_are_taken_over_here_and_with_reclaim_from_el
     argv = tiny_study_args(tmp_path, small_release, out, ("dice",))
     claim_file(out, "unet.dice.fold0", 0, pid=dead_pid())
     claim_file(out, "unet.dice.fold1", 0, host="node17.cluster", pid=4242)
-    assert study.main(argv) == 0
+    assert study_cli.main(argv) == 0
     assert fake_runs == [("dice", 0)]
     printed = capsys.readouterr().out
     assert "1 run(s) trained, 0 already finished, 1 left to the processes that claim them" in printed
     assert "unet / dice fold 1: claimed by node17.cluster pid 4242 since" in printed and "--reclaim" in printed
     assert not (out / "results.csv").exists()
 
-    assert study.main([*argv, "--report"]) == 2
+    assert study_cli.main([*argv, "--report"]) == 2
     assert "unet / dice fold 1 (claimed by node17.cluster pid 4242 since" in capsys.readouterr().err
 
-    assert study.main([*argv, "--reclaim"]) == 0
+    assert study_cli.main([*argv, "--reclaim"]) == 0
     assert fake_runs == [("dice", 0), ("dice", 1)]
     assert "8 held-out case score(s) over 1 network(s) x 1 loss(es)" in capsys.readouterr().out
     assert (out / "claims" / "unet.dice.fold1.1.json").exists()
@@ -685,12 +691,12 @@ def test_a_live_report_claim_leaves_the_tables_to_its_holder(
     out = tmp_path / "study"
     argv = tiny_study_args(tmp_path, small_release, out, ("dice",))
     claim_file(out, "report", 0, host="node3.cluster")
-    assert study.main(argv) == 0
+    assert study_cli.main(argv) == 0
     assert "the tables and plots are being written by node3.cluster pid" in capsys.readouterr().out
     assert not (out / "results.csv").exists()
-    assert study.main([*argv, "--report"]) == 2
+    assert study_cli.main([*argv, "--report"]) == 2
     assert "being written by node3.cluster" in capsys.readouterr().err
-    assert study.main([*argv, "--report", "--reclaim"]) == 0
+    assert study_cli.main([*argv, "--report", "--reclaim"]) == 0
     assert (out / "results.csv").exists()
 
 
@@ -726,11 +732,11 @@ def test_the_network_grid_is_described_as_configured_or_as_each_run_derived_it(t
     plan = study.Plan(files=(), folds=(("A",),), runs=runs)
     configured = study.Study(data=tmp_path, out=tmp_path, config=ExperimentConfig().with_overrides(
         {"preprocess.target_spacing": [1.0, 1.0, 2.5]}), losses=("dice",))
-    assert study.network_grids(configured, plan) == "1 x 1 x 2.5"
+    assert results.network_grids(configured, plan) == "1 x 1 x 2.5"
     derived = study.Study(data=tmp_path, out=tmp_path, config=ExperimentConfig(), losses=("dice",),
                           networks=("unet", "segresnet"))
     for run in runs:
         derived.run_dir(run).mkdir(parents=True)
         derived.run_config(run).with_overrides({"preprocess.target_spacing": [0.9, 0.9, 2.8]}).save(
             derived.run_dir(run) / "config.json")
-    assert study.network_grids(derived, plan) == "0.9 x 0.9 x 2.8 (from the data)"
+    assert results.network_grids(derived, plan) == "0.9 x 0.9 x 2.8 (from the data)"

@@ -1,6 +1,6 @@
-"""Tests of ``hieseg.synthetic``: determinism, release-like grids, tissue and lesion contrast
+"""Tests of ``hieseg.synthesis.generator``: determinism, release-like grids, tissue and lesion contrast
 in ADC and Z_ADC, lesion burden control and distribution, the release and container writers
-(read back through ``hieseg.layout``) and the command line."""
+(read back through ``hieseg.io.layout``) and the command line."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from hieseg.image_io import Geometry, read_image, to_xyz_array
-from hieseg.layout import (
+from hieseg.cli.synthetic import main
+from hieseg.io.images import Geometry, read_image, to_xyz_array
+from hieseg.io.layout import (
     CONTAINER_ADC_DIR,
     CONTAINER_ZADC_DIR,
     adc_path,
@@ -22,11 +23,10 @@ from hieseg.layout import (
     load_case,
     zadc_path,
 )
-from hieseg.synthetic import (
+from hieseg.synthesis.generator import (
     SyntheticCase,
     TissueClass,
     draw_lesion_burden,
-    main,
     make_case,
     write_container_case,
     write_release,

@@ -1,5 +1,5 @@
-"""Tests of the synthetic generator's realism effects and profiles (``hieseg.synthetic_effects``
-wired into ``hieseg.synthetic.make_case``).
+"""Tests of the synthetic generator's realism effects and profiles (``hieseg.synthesis.effects``
+wired into ``hieseg.synthesis.generator.make_case``).
 
 Each effect is checked alone (``RealismProfile.only``) against the basic twin of the same seed:
 the effects draw from their own random streams, so the twin has the same grid, brain and noise
@@ -12,27 +12,42 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from hieseg import synthetic_effects as fx
-from hieseg.image_io import Geometry, read_image, to_xyz_array
-from hieseg.layout import adc_path, label_path
-from hieseg.synthetic import SyntheticCase, TissueClass, case_seed, main, make_case, release_case_id
-from hieseg.synthetic_effects import HELD_OUT, HELD_OUT_EFFECTS, PROFILES, RANDOMISED, SHIFTED
+from hieseg.cli.synthetic import main
+from hieseg.io.images import Geometry, read_image, to_xyz_array
+from hieseg.io.layout import adc_path, label_path
+from hieseg.synthesis import effects as fx
+from hieseg.synthesis.effects import (
+    HELD_OUT,
+    HELD_OUT_EFFECTS,
+    PROFILES,
+    RANDOMISED,
+    SHIFTED,
+)
+from hieseg.synthesis.generator import (
+    SyntheticCase,
+    TissueClass,
+    case_seed,
+    make_case,
+    release_case_id,
+)
 
 SIZE = (96, 96, 24)
 TINY = (48, 48, 12)
 
-BASIC_DIGESTS = [
-    (3, (64, 64, 16), None, "faf24cdcc099b8bf5943eb6e886c90177d308ea0e06114b894d16e18714c34a5"),
-    (11, (96, 96, 24), 0.03, "3c53454472c7812491d7c92d57bacd990b52b714a36f48eba3a84415b612ca51"),
-    (7, (48, 48, 12), 0.0, "33122fe5aaad87ba217660de2bfe813eb3c2d37008030aa9dd8e6d1b0882ddf3"),
-]
-"""SHA-256 of ADC, Z_ADC, label and tissue bytes of cases made by the generator before the
-realism effects existed (numpy 2.4, scipy 1.17, x86-64): "basic" must reproduce them exactly."""
+BASIC_REFERENCES = [(3, (64, 64, 16), None), (11, (96, 96, 24), 0.03), (7, (48, 48, 12), 0.0)]
+"""Cases made by the generator before the realism effects existed (commit 5b4b4ac~1), kept as arrays in
+test/data/basic_seed<seed>.npz: "basic" must reproduce them. Compared within float tolerance, because the
+last bits of numpy's and scipy's float32 maths differ between CPUs (a SHA-256 of the bytes matched one
+machine and not another), while a real change of the generator changes most voxels."""
+SAME_VOXELS = 0.999
+"""Share of voxels that must agree: a handful may flip where a float lands on the other side of a threshold."""
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def arrays(case: SyntheticCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,13 +80,32 @@ def inside(value: float, ranges: fx.Ranges) -> bool:
     return any(low <= value <= high for low, high in ranges)
 
 
-@pytest.mark.parametrize(("seed", "size", "burden", "expected"), BASIC_DIGESTS)
-def test_basic_profile_reproduces_the_cases_made_before_the_effects(seed, size, burden, expected):
+def agreement(case: SyntheticCase, reference: np.lib.npyio.NpzFile) -> dict[str, float]:
+    """Per array, the share of the brain voxels (of either) equal to the reference's, within float tolerance."""
+    arrays = {"adc": sitk.GetArrayViewFromImage(case.adc), "zadc": sitk.GetArrayViewFromImage(case.zadc),
+              "label": sitk.GetArrayViewFromImage(case.label), "tissue": case.tissue.transpose(2, 1, 0)}
+    expected = {name: reference[name] for name in ("adc", "zadc", "label")}
+    expected["tissue"] = reference["tissue"].transpose(2, 1, 0)
+    brain = (arrays["adc"] > 0) | (expected["adc"] > 0)
+    return {name: float(np.mean(np.isclose(array, expected[name], rtol=1e-5, atol=1e-4)[brain]))
+            for name, array in arrays.items()}
+
+
+@pytest.mark.parametrize(("seed", "size", "burden"), BASIC_REFERENCES)
+def test_basic_profile_reproduces_the_cases_made_before_the_effects(seed, size, burden):
+    reference = np.load(DATA / f"basic_seed{seed}.npz")
     default = make_case("C", seed, size=size, lesion_burden=burden)
-    assert digest(default) == expected
+    assert all(share >= SAME_VOXELS for share in agreement(default, reference).values()), agreement(default, reference)
     assert default.profile == "basic" and default.effects == {}
-    assert digest(make_case("C", seed, size=size, lesion_burden=burden, profile="basic")) == expected
-    assert digest(make_case("C", seed, size=size, lesion_burden=burden, profile=RANDOMISED.only())) == expected
+    for profile in ("basic", RANDOMISED.only()):
+        again = make_case("C", seed, size=size, lesion_burden=burden, profile=profile)
+        assert digest(again) == digest(default)
+
+
+def test_a_changed_generator_is_told_from_the_reference() -> None:
+    reference = np.load(DATA / "basic_seed3.npz")
+    other_seed = make_case("C", 4, size=(64, 64, 16))
+    assert min(agreement(other_seed, reference).values()) < 0.9
 
 
 def test_profiles_are_deterministic_and_keep_the_basic_twins_grid():

@@ -8,16 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
-from hieseg import training
-from hieseg.config import CONFIG_FILENAME, ExperimentConfig
+
+from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
 from hieseg.errors import ConfigError, OutputError
-from hieseg.network import build_network
-from hieseg.synthetic import write_release
-from hieseg.training import load_cases, train, validate
+from hieseg.model.network import build_network
+from hieseg.synthesis.generator import write_release
+from hieseg.training import data as training_data
+from hieseg.training import optimization
+from hieseg.training.data import load_cases
+from hieseg.training.trainer import Trainer, train, validate
 
 REPO = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
 
 
 def one_epoch_config(**overrides: object) -> ExperimentConfig:
@@ -32,7 +35,7 @@ def test_learns_lesions_well_above_an_untrained_network(tmp_path: Path) -> None:
         "train.epochs": 20, "train.steps_per_epoch": 16, "train.learning_rate": 3e-3,
         "train.validate_every": 5, "train.patience": 0,
     })
-    result = train(config, data, tmp_path / "model", device="cpu", progress=False)
+    result = train(config, load_cases(data, progress=False), tmp_path / "model", device=CPU, progress=False)
 
     torch.manual_seed(0)
     untrained = build_network(config)
@@ -48,17 +51,17 @@ def test_learns_lesions_well_above_an_untrained_network(tmp_path: Path) -> None:
     assert saved.inference.threshold == config.inference.threshold
 
 
-def test_same_seed_gives_identical_weights(small_release: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_weights(small_cases: list, tmp_path: Path) -> None:
     config = one_epoch_config()
-    first = train(config, small_release, tmp_path / "a", device="cpu", progress=False)
-    second = train(config, small_release, tmp_path / "b", device="cpu", progress=False)
+    first = train(config, small_cases, tmp_path / "a", device=CPU, progress=False)
+    second = train(config, small_cases, tmp_path / "b", device=CPU, progress=False)
     weights_a = torch.load(first.weights, weights_only=True)
     weights_b = torch.load(second.weights, weights_only=True)
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
-def test_writes_metrics_csv_tensorboard_and_checkpoint(small_release: Path, tmp_path: Path) -> None:
-    train(one_epoch_config(**{"train.epochs": 2}), small_release, tmp_path, device="cpu", progress=False)
+def test_writes_metrics_csv_tensorboard_and_checkpoint(small_cases: list, tmp_path: Path) -> None:
+    train(one_epoch_config(**{"train.epochs": 2}), small_cases, tmp_path, device=CPU, progress=False)
     run = tmp_path / "runs" / "fold0"
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -74,13 +77,13 @@ def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_an_interrupted_run_resumed_equals_an_uninterrupted_one_bit_for_bit(
-    small_release: Path, tmp_path: Path, monkeypatch, workers: int
+    small_cases: list, tmp_path: Path, monkeypatch, workers: int
 ) -> None:
     config = one_epoch_config(**{"train.epochs": 3, "train.num_workers": workers, "train.torch_threads": 1,
                                  "unet.dropout": 0.2, "augment.noise_prob": 0.5, "augment.flip_prob": 0.5})
-    uninterrupted = train(config, small_release, tmp_path / "whole", device="cpu", progress=False)
+    uninterrupted = train(config, small_cases, tmp_path / "whole", device=CPU, progress=False)
 
-    real_epoch = training._train_epoch
+    real_epoch = Trainer.train_epoch
     calls = {"n": 0}
 
     def interrupted_epoch(*args, **kwargs):
@@ -90,15 +93,15 @@ def test_an_interrupted_run_resumed_equals_an_uninterrupted_one_bit_for_bit(
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_train_epoch", interrupted_epoch)
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(config, small_release, tmp_path / "split", device="cpu", progress=False)
-    monkeypatch.setattr(training, "_train_epoch", real_epoch)
+        train(config, small_cases, tmp_path / "split", device=CPU, progress=False)
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
     assert torch.load(tmp_path / "split" / "runs" / "fold0" / "last.ckpt", weights_only=True)["state"]["epoch"] == 1
 
     with pytest.raises(OutputError, match="--resume"):
-        train(config, small_release, tmp_path / "split", device="cpu", progress=False)
-    resumed = train(config, small_release, tmp_path / "split", resume=True, device="cpu", progress=False)
+        train(config, small_cases, tmp_path / "split", device=CPU, progress=False)
+    resumed = train(config, small_cases, tmp_path / "split", resume=True, device=CPU, progress=False)
 
     assert resumed.epochs_run == 3
     assert [int(row["epoch"]) for row in resumed.history] == [1, 2, 3]
@@ -107,23 +110,23 @@ def test_an_interrupted_run_resumed_equals_an_uninterrupted_one_bit_for_bit(
     assert all(torch.equal(whole[key], split[key]) for key in whole)
 
 
-def test_epochs_draw_different_patches_and_the_same_epoch_the_same_ones(small_release: Path) -> None:
+def test_epochs_draw_different_patches_and_the_same_epoch_the_same_ones(small_cases: list) -> None:
     config = one_epoch_config(**{"train.num_workers": 0})
-    loader = training._training_loader(config, load_cases(small_release, progress=False)[:4], torch.device("cpu"))
+    loader = training_data.training_loader(config, small_cases[:4], torch.device("cpu"))
 
     def first_batch(epoch: int) -> torch.Tensor:
-        training.seed_epoch(loader, training.epoch_seed(config.train.seed, epoch))
+        training_data.seed_epoch(loader, training_data.epoch_seed(config.train.seed, epoch))
         return next(iter(loader))["image"].as_tensor()
 
     assert torch.equal(first_batch(3), first_batch(3))
     assert not torch.equal(first_batch(3), first_batch(4))
 
 
-def test_other_settings_cannot_share_a_weights_folder(small_release: Path, tmp_path: Path) -> None:
-    train(one_epoch_config(), small_release, tmp_path, device="cpu", progress=False)
+def test_other_settings_cannot_share_a_weights_folder(small_cases: list, tmp_path: Path) -> None:
+    train(one_epoch_config(), small_cases, tmp_path, device=CPU, progress=False)
     other = one_epoch_config(**{"loss.name": "dice", "train.fold": 1})
     with pytest.raises(ConfigError, match="different configuration"):
-        train(other, small_release, tmp_path, device="cpu", progress=False)
+        train(other, small_cases, tmp_path, device=CPU, progress=False)
 
 
 def run_train_cli(*args: str) -> subprocess.CompletedProcess:
@@ -150,24 +153,24 @@ def test_cli_tunes_post_processing_on_the_validation_fold(small_release: Path, t
 
 
 def test_intra_op_threads_leave_cores_to_the_loader_workers(monkeypatch) -> None:
-    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 1})) == 1
-    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 0})) == 2
-    assert training.intra_op_threads(tiny_config(**{"train.num_workers": 4})) == 1
-    assert training.intra_op_threads(tiny_config(**{"train.torch_threads": 3})) == 3
+    monkeypatch.setattr(optimization.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert optimization.intra_op_threads(tiny_config(**{"train.num_workers": 1})) == 1
+    assert optimization.intra_op_threads(tiny_config(**{"train.num_workers": 0})) == 2
+    assert optimization.intra_op_threads(tiny_config(**{"train.num_workers": 4})) == 1
+    assert optimization.intra_op_threads(tiny_config(**{"train.torch_threads": 3})) == 3
 
 
-def test_training_runs_with_the_chosen_threads_and_restores_them(small_release: Path, tmp_path: Path,
+def test_training_runs_with_the_chosen_threads_and_restores_them(small_cases: list, tmp_path: Path,
                                                                    monkeypatch) -> None:
     seen = []
-    real_epoch = training._train_epoch
+    real_epoch = Trainer.train_epoch
 
     def recording_epoch(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_train_epoch", recording_epoch)
+    monkeypatch.setattr(Trainer, "train_epoch", recording_epoch)
     before = torch.get_num_threads()
-    train(one_epoch_config(**{"train.torch_threads": 1}), small_release, tmp_path, device="cpu", progress=False)
+    train(one_epoch_config(**{"train.torch_threads": 1}), small_cases, tmp_path, device=CPU, progress=False)
     assert seen == [1]
     assert torch.get_num_threads() == before

@@ -5,10 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
-from hieseg.layout import discover_cases, load_case
-from hieseg.transforms import IMAGE, LABEL, case_to_dict, inference_transforms, invert_to_native, training_transforms
+
+from hieseg.data.transforms import (
+    IMAGE,
+    LABEL,
+    case_to_dict,
+    inference_transforms,
+    invert_to_native,
+    training_transforms,
+)
+from hieseg.io.layout import discover_cases, load_case
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,24 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from conftest import tiny_config
-from hieseg.config import CONFIG_FILENAME, ExperimentConfig, TuningConfig
-from hieseg.layout import CaseFiles, CaseImages, discover_cases, load_case
-from hieseg.tuning import TUNING_JSON, Candidate, HeldOut, apply_tuning, best_candidate, score_settings, tune
+
+from hieseg.config.settings import (
+    CONFIG_FILENAME,
+    ExperimentConfig,
+    PostProcessing,
+    TuningConfig,
+)
+from hieseg.io.layout import CaseFiles, CaseImages, discover_cases, load_case
+from hieseg.training.tuning import (
+    TUNING_JSON,
+    Candidate,
+    HeldOut,
+    apply_tuning,
+    best_candidate,
+    score_settings,
+    tune,
+)
 
 
 def image(array_xyz: np.ndarray) -> sitk.Image:
@@ -33,14 +46,14 @@ def hand_made_case() -> tuple[CaseImages, np.ndarray]:
 
 
 def candidate(dice: float, masd: float, nsd: float, threshold: float = 0.5) -> Candidate:
-    return Candidate(threshold=threshold, min_component_mm3=0.0, empty_fallback_probability=0.0, tta_flips=False,
-                     dice=dice, masd_mm=masd, nsd=nsd)
+    return Candidate(PostProcessing(threshold, 0.0, 0.0, False), dice=dice, masd_mm=masd, nsd=nsd)
 
 
 def test_scores_every_setting_on_the_native_grid() -> None:
     case, probability = hand_made_case()
     settings = TuningConfig(thresholds=(0.4, 0.5), min_component_mm3=(0.0, 5.0), empty_fallback_probability=(0.0,))
-    scores = {key[:2]: value for key, value in score_settings(probability, case, settings).items()}
+    scores = {(key.threshold, key.min_component_mm3): value
+              for key, value in score_settings(probability, case, settings).items()}
     assert set(scores) == {(0.4, 0.0), (0.4, 5.0), (0.5, 0.0), (0.5, 5.0)}
     assert scores[(0.5, 0.0)] == pytest.approx((1.0, 0.0, 1.0))
     # at 0.4 the 2-voxel speck joins: Dice = 2 * 64 / (66 + 64)
@@ -54,10 +67,10 @@ def test_scores_every_setting_on_the_native_grid() -> None:
 def test_empty_fallback_keeps_the_peak_only_when_the_mask_is_empty() -> None:
     case, probability = hand_made_case()
     settings = TuningConfig(thresholds=(0.9,), min_component_mm3=(0.0,), empty_fallback_probability=(0.0, 0.5, 0.85))
-    scores = score_settings(probability, case, settings)
-    assert scores[(0.9, 0.0, 0.0)][0] == 0.0  # nothing reaches 0.9: empty mask, Dice 0
-    assert scores[(0.9, 0.0, 0.5)] == pytest.approx((1.0, 0.0, 1.0))  # the 0.8 peak's component is the lesion
-    assert scores[(0.9, 0.0, 0.85)][0] == 0.0  # the peak is below the fallback's floor
+    scores = {key.empty_fallback_probability: value for key, value in score_settings(probability, case, settings).items()}
+    assert scores[0.0][0] == 0.0  # nothing reaches 0.9: empty mask, Dice 0
+    assert scores[0.5] == pytest.approx((1.0, 0.0, 1.0))  # the 0.8 peak's component is the lesion
+    assert scores[0.85][0] == 0.0  # the peak is below the fallback's floor
 
 
 def test_best_mean_rank_wins_and_ties_go_to_dice() -> None:
@@ -81,8 +94,8 @@ def test_tta_needs_a_measured_gain(untrained_model_dir: Path, validation_cases) 
     )
     held_out = [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)]
     result = tune(config, held_out, torch.device("cpu"), progress=False)
-    assert len(result.candidates) == 8 and sum(c.tta_flips for c in result.candidates) == 4
-    assert result.best_tta is not None and not result.chosen.tta_flips
+    assert len(result.candidates) == 8 and sum(c.settings.tta_flips for c in result.candidates) == 4
+    assert result.best_tta is not None and not result.chosen.settings.tta_flips
     assert result.chosen is result.best_plain
     assert result.case_ids == [case.files.case_id for case in validation_cases]
 
@@ -97,14 +110,17 @@ def test_tuning_can_be_limited_to_plain_prediction(untrained_model_dir: Path, va
 
 
 def test_chosen_setting_lands_in_config_json(tmp_path: Path) -> None:
-    tiny_config().save(tmp_path / CONFIG_FILENAME)
-    chosen = Candidate(threshold=0.3, min_component_mm3=25.0, empty_fallback_probability=0.1, tta_flips=True,
-                       dice=0.7, masd_mm=2.0, nsd=0.8)
-    from hieseg.tuning import TuningResult
+    config = tiny_config()
+    config.save(tmp_path / CONFIG_FILENAME)
+    chosen = Candidate(PostProcessing(threshold=0.3, min_component_mm3=25.0, empty_fallback_probability=0.1,
+                                      tta_flips=True), dice=0.7, masd_mm=2.0, nsd=0.8)
+    from hieseg.training.tuning import TuningResult
 
     result = TuningResult(chosen=chosen, best_plain=chosen, best_tta=chosen, candidates=[chosen], case_ids=["a"])
-    apply_tuning(tmp_path, result)
+    apply_tuning(config, tmp_path, result)
     saved = ExperimentConfig.load(tmp_path / CONFIG_FILENAME).inference
     assert (saved.threshold, saved.min_component_mm3, saved.empty_fallback_probability, saved.tta_flips) == (
         0.3, 25.0, 0.1, True)
-    assert json.loads((tmp_path / TUNING_JSON).read_text())["chosen"]["threshold"] == 0.3
+    assert json.loads((tmp_path / TUNING_JSON).read_text())["chosen"] == {
+        "threshold": 0.3, "min_component_mm3": 25.0, "empty_fallback_probability": 0.1, "tta_flips": True,
+        "dice": 0.7, "masd_mm": 2.0, "nsd": 0.8}

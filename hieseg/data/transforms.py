@@ -1,0 +1,201 @@
+"""MONAI transform pipelines shared by training, validation and inference.
+
+A case enters as a dictionary with a 2-channel ``image`` (ADC, Z_ADC), both set to 0 outside
+the brain (ADC > 0, :mod:`hieseg.io.brain`), and optionally a 1-channel ``label``, all
+:class:`monai.data.MetaTensor` carrying the native affine. After resampling, the brain on the
+network grid (``brain``: resampled ADC > 0) is what the normalisation measures, the crop keeps
+and the training patches are drawn from. Every spatial step is a MONAI invertible transform,
+so a prediction made on the network's grid is brought back to the native grid with
+:func:`invert_to_native` (MONAI's inverse, the reference); the predictor uses the equal but
+faster ``hieseg.data.resampling`` for the last step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    DeleteItemsd,
+    MapTransform,
+    Rand3DElasticd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSimulateLowResolutiond,
+    Spacingd,
+    SpatialPadd,
+)
+
+from hieseg.config.settings import AugmentConfig, ExperimentConfig, PreprocessConfig
+from hieseg.errors import ConfigError
+from hieseg.io.brain import brain_mask
+from hieseg.io.images import Geometry, to_xyz_array
+from hieseg.io.layout import CaseImages
+
+IMAGE = "image"
+LABEL = "label"
+BRAIN = "brain"
+"""The brain on the network grid (1 channel, uint8, 1 inside), made by :class:`NormalizeInBraind`."""
+
+
+def case_to_dict(case: CaseImages) -> dict[str, object]:
+    """Stack ADC and Z_ADC into a 2-channel MetaTensor on the native grid (plus the label).
+
+    Both channels are set to 0 outside the brain (ADC > 0), so whatever the ADC's background
+    value was, or wherever the Z_ADC strays, every later step sees the same input.
+    """
+    affine = torch.as_tensor(Geometry.of(case.adc).affine(), dtype=torch.float64)
+    adc = to_xyz_array(case.adc)
+    brain = brain_mask(adc)
+    image = np.stack([np.where(brain, adc, 0), np.where(brain, to_xyz_array(case.zadc), 0)]).astype(np.float32)
+    data: dict[str, object] = {IMAGE: MetaTensor(image, affine=affine), "case_id": case.files.case_id}
+    if case.label is not None:
+        data[LABEL] = MetaTensor(to_xyz_array(case.label)[None], affine=affine.clone())
+    return data
+
+
+class NormalizeInBraind(MapTransform):
+    """Z-score each image channel over the brain (ADC channel > 0) and set the rest to 0; record the brain.
+
+    On a native ADC that is exactly 0 outside the brain, this equals MONAI's
+    ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` wherever Z_ADC is non-zero inside
+    the brain; the brain is written under :data:`BRAIN` for the crop and the patch sampling.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(keys=[IMAGE])
+
+    def __call__(self, data: dict) -> dict:
+        result = dict(data)
+        image = data[IMAGE]
+        values = image.as_tensor().float()
+        brain = values[0] > 0
+        normalised = torch.zeros_like(values)
+        for channel, channel_values in enumerate(values):
+            inside = channel_values[brain]
+            if inside.numel():
+                mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
+                normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
+        result[IMAGE] = MetaTensor(normalised, meta=image.meta, applied_operations=list(image.applied_operations))
+        result[BRAIN] = MetaTensor(brain[None].to(torch.uint8), meta=image.meta)
+        return result
+
+
+def preprocess_transforms(config: PreprocessConfig, with_label: bool) -> list:
+    """Resample to the target spacing, then z-score each channel inside the brain (:class:`NormalizeInBraind`)."""
+    if config.target_spacing is None:
+        raise ConfigError("preprocess.target_spacing is unset: training derives it from the data, so a "
+                          "config.json used for prediction must hold it")
+    keys = [IMAGE, LABEL] if with_label else [IMAGE]
+    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    return [Spacingd(keys=keys, pixdim=config.target_spacing, mode=modes), NormalizeInBraind()]
+
+
+def brain_crop(config: PreprocessConfig, keys: list[str]) -> CropForegroundd:
+    """Crop ``keys`` to the brain's bounding box plus a margin."""
+    return CropForegroundd(
+        keys=keys,
+        source_key=BRAIN,
+        select_fn=lambda x: x > 0,
+        margin=config.crop_margin,
+        allow_smaller=True,
+    )
+
+
+def inference_transforms(config: ExperimentConfig) -> Compose:
+    """Native case -> cropped, normalised network input; invertible for the prediction."""
+    return Compose(
+        preprocess_transforms(config.preprocess, with_label=False) + [brain_crop(config.preprocess, [IMAGE])]
+    )
+
+
+def training_transforms(config: ExperimentConfig) -> Compose:
+    """Deterministic preprocessing (cached), then lesion-oversampling patches and augmentation.
+
+    Patches are centred on a lesion voxel (share ``lesion_fraction``) or on another brain voxel,
+    never on the background.
+    """
+    patch = config.train.patch_size
+    keys = [IMAGE, LABEL]
+    deterministic = preprocess_transforms(config.preprocess, with_label=True) + [
+        brain_crop(config.preprocess, [*keys, BRAIN]),
+        SpatialPadd(keys=[*keys, BRAIN], spatial_size=patch),
+    ]
+    sampling = RandCropByPosNegLabeld(
+        keys=keys,
+        label_key=LABEL,
+        spatial_size=patch,
+        pos=config.train.lesion_fraction,
+        neg=1.0 - config.train.lesion_fraction,
+        num_samples=config.train.samples_per_case,
+        image_key=BRAIN,
+        image_threshold=0.0,
+    )
+    return Compose(deterministic + [sampling, DeleteItemsd(keys=BRAIN)] + augmentations(config.augment, patch))
+
+
+def augmentations(config: AugmentConfig, patch: tuple[int, int, int]) -> list:
+    """Spatial and intensity augmentations covering those of the study, plus flips and rotations."""
+    keys = [IMAGE, LABEL]
+    angle = math.radians(config.rotate_range_deg)
+    in_plane_only = patch[0] == patch[1]
+    spatial = [
+        RandFlipd(keys=keys, prob=config.flip_prob, spatial_axis=0),
+        RandFlipd(keys=keys, prob=config.flip_prob, spatial_axis=1),
+        RandFlipd(keys=keys, prob=config.flip_prob, spatial_axis=2),
+    ]
+    if in_plane_only:
+        spatial.append(RandRotate90d(keys=keys, prob=config.rotate90_prob, spatial_axes=(0, 1)))
+    spatial += [
+        RandAffined(
+            keys=keys,
+            prob=config.affine_prob,
+            rotate_range=(0.0, 0.0, angle),
+            scale_range=(config.scale_range,) * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
+        Rand3DElasticd(
+            keys=keys,
+            prob=config.elastic_prob,
+            sigma_range=(5, 8),
+            magnitude_range=(50, 150),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
+    ]
+    intensity = [
+        RandSimulateLowResolutiond(keys=IMAGE, prob=config.lowres_prob, zoom_range=(0.5, 1.0)),
+        RandGaussianSmoothd(keys=IMAGE, prob=config.blur_prob, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.25, 0.5)),
+        RandGaussianNoised(keys=IMAGE, prob=config.noise_prob, std=config.noise_std),
+        RandAdjustContrastd(keys=IMAGE, prob=config.gamma_prob, gamma=(0.7, 1.5)),
+        RandScaleIntensityd(keys=IMAGE, prob=config.intensity_prob, factors=0.1),
+        RandShiftIntensityd(keys=IMAGE, prob=config.intensity_prob, offsets=0.1),
+    ]
+    return spatial + intensity
+
+
+def invert_to_native(prediction: torch.Tensor, network_input: MetaTensor, transforms: Compose) -> torch.Tensor:
+    """Undo crop and resampling of ``transforms`` on a (C, X, Y, Z) prediction.
+
+    The prediction borrows the input's record of applied operations, so MONAI replays their
+    inverses: pad back to the uncropped box, then resample to the native grid.
+    """
+    tracked = MetaTensor(
+        prediction.float().cpu(),
+        meta=network_input.meta,
+        applied_operations=list(network_input.applied_operations),
+    )
+    restored = transforms.inverse({IMAGE: tracked})[IMAGE]
+    return restored.as_tensor()

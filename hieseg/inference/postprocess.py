@@ -1,0 +1,50 @@
+"""Turning a lesion probability map into the final binary mask."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from hieseg.config.settings import PostProcessing
+
+FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+"""26-connectivity: voxels touching by a corner belong to the same lesion."""
+
+
+def binarize(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """Voxels at or above the threshold, as a uint8 0/1 mask."""
+    return (probability >= threshold).astype(np.uint8)
+
+
+def remove_small_components(mask: np.ndarray, spacing: tuple[float, float, float], min_volume_mm3: float) -> np.ndarray:
+    """Drop connected components smaller than ``min_volume_mm3`` (specks that are rarely lesions)."""
+    if min_volume_mm3 <= 0 or not mask.any():
+        return mask
+    labels, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
+    voxel_mm3 = float(np.prod(spacing))
+    sizes_mm3 = np.bincount(labels.ravel(), minlength=count + 1) * voxel_mm3
+    keep = sizes_mm3 >= min_volume_mm3
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
+
+
+def peak_component(probability: np.ndarray, min_peak: float) -> np.ndarray:
+    """The component around the highest probability (voxels above half the peak), empty below ``min_peak``."""
+    peak = float(probability.max()) if probability.size else 0.0
+    if peak <= 0.0 or peak < min_peak:
+        return np.zeros(probability.shape, dtype=np.uint8)
+    labels, _ = ndimage.label(probability >= peak / 2.0, structure=FULL_CONNECTIVITY)
+    return (labels == labels[np.unravel_index(int(np.argmax(probability)), probability.shape)]).astype(np.uint8)
+
+
+def final_mask(probability: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing) -> np.ndarray:
+    """Threshold, drop small components and, if nothing is left, fall back to the peak's component.
+
+    The fallback is off when ``settings.empty_fallback_probability`` is 0; otherwise an empty
+    result whose peak probability reaches it becomes :func:`peak_component`. (``tta_flips`` acts
+    on the probability before it gets here.)
+    """
+    mask = remove_small_components(binarize(probability, settings.threshold), spacing, settings.min_component_mm3)
+    if settings.empty_fallback_probability > 0.0 and not mask.any():
+        return peak_component(probability, settings.empty_fallback_probability)
+    return mask

@@ -1,0 +1,209 @@
+"""The on-disk layouts the project reads and writes, and where weights are found by default.
+
+Two layouts of cases exist:
+
+* the public BONBID-HIE training release, one folder per modality, files named by case id::
+
+      <root>/1ADC_ss/<case>-ADC_ss.mha
+      <root>/2Z_ADC/Zmap_<case>-ADC_smooth2mm_clipped10.mha
+      <root>/3LABEL/<case>_lesion.mha
+
+* the grand-challenge container interface, one case per run, files named by a uuid::
+
+      <input>/images/skull-stripped-adc-brain-mri/<uuid>.mha
+      <input>/images/z-score-adc/<uuid>.mha
+      <output>/images/hie-lesion-segmentation/<uuid>.mha
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from hieseg.config.settings import CONFIG_FILENAME
+from hieseg.errors import DatasetError, ImageError, ModelError
+from hieseg.io.brain import check_brain
+from hieseg.io.images import MHA_SUFFIX, check_same_geometry, read_image, require_binary
+
+ADC_DIR = "1ADC_ss"
+ZADC_DIR = "2Z_ADC"
+LABEL_DIR = "3LABEL"
+ADC_SUFFIX = f"-ADC_ss{MHA_SUFFIX}"
+ZADC_PREFIX = "Zmap_"
+ZADC_SUFFIX = f"-ADC_smooth2mm_clipped10{MHA_SUFFIX}"
+LABEL_SUFFIX = f"_lesion{MHA_SUFFIX}"
+CONTAINER_MODEL_DIR = Path("/opt/ml/model")
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "model"
+"""The ``model/`` folder beside the package's folder: the checkout's, or the image's ``/opt/app/model``.
+An installed package has none, so it needs ``--model`` unless ``/opt/ml/model`` holds one."""
+
+INTERFACES_RESOURCE = "resources/interfaces.json"
+"""The challenge's input and output interfaces: package data of ``hieseg``, shipped with the code."""
+
+
+@dataclass(frozen=True)
+class ContainerInterface:
+    """Where the container finds its case and writes its mask, relative to ``/input`` and ``/output``."""
+
+    adc_dir: Path
+    zadc_dir: Path
+    output_dir: Path
+
+
+@functools.cache
+def container_interface() -> ContainerInterface:
+    """The container's folders, read from the package's ``interfaces.json`` on first use (not at import)."""
+    interfaces = json.loads(resources.files("hieseg").joinpath(INTERFACES_RESOURCE).read_text(encoding="utf-8"))
+    return ContainerInterface(
+        adc_dir=Path(interfaces["inputs"]["adc"]["relative_path"]),
+        zadc_dir=Path(interfaces["inputs"]["zadc"]["relative_path"]),
+        output_dir=Path(interfaces["outputs"]["lesion"]["relative_path"]),
+    )
+
+
+_INTERFACE_NAMES = {"CONTAINER_ADC_DIR": "adc_dir", "CONTAINER_ZADC_DIR": "zadc_dir", "CONTAINER_OUTPUT_DIR": "output_dir"}
+
+
+def __getattr__(name: str) -> Path:
+    """``CONTAINER_ADC_DIR``, ``CONTAINER_ZADC_DIR``, ``CONTAINER_OUTPUT_DIR``: the fields of
+    :func:`container_interface` under the names that ``hieseg.synthesis.generator`` and the tests import,
+    resolved when first asked for, so importing this module reads no file."""
+    if name in _INTERFACE_NAMES:
+        return getattr(container_interface(), _INTERFACE_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """Paths of the three files of one training case."""
+
+    case_id: str
+    adc: Path
+    zadc: Path
+    label: Path | None
+
+
+@dataclass
+class CaseImages:
+    """The validated images of one case, all on the same native grid."""
+
+    files: CaseFiles
+    adc: sitk.Image
+    zadc: sitk.Image
+    label: sitk.Image | None
+
+
+def adc_path(root: Path, case_id: str) -> Path:
+    return Path(root) / ADC_DIR / f"{case_id}{ADC_SUFFIX}"
+
+
+def zadc_path(root: Path, case_id: str) -> Path:
+    return Path(root) / ZADC_DIR / f"{ZADC_PREFIX}{case_id}{ZADC_SUFFIX}"
+
+
+def label_path(root: Path, case_id: str) -> Path:
+    return Path(root) / LABEL_DIR / f"{case_id}{LABEL_SUFFIX}"
+
+
+def discover_cases(root: Path, *, require_labels: bool = True) -> list[CaseFiles]:
+    """List the cases of a release folder, sorted by id, after checking every partner exists."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder not found")
+    adc_dir = root / ADC_DIR
+    if not adc_dir.is_dir():
+        raise DatasetError(f"{root}: missing the {ADC_DIR}/ folder of the BONBID-HIE layout")
+    ids = {path.name[: -len(ADC_SUFFIX)] for path in adc_dir.glob(f"*{ADC_SUFFIX}")}
+    ids |= _ids_in(root / ZADC_DIR, rf"^{re.escape(ZADC_PREFIX)}(.+){re.escape(ZADC_SUFFIX)}$")
+    if require_labels:
+        ids |= _ids_in(root / LABEL_DIR, rf"^(.+){re.escape(LABEL_SUFFIX)}$")
+    if not ids:
+        raise DatasetError(f"{root}: no cases found (expected {ADC_DIR}/<case>{ADC_SUFFIX})")
+    cases = []
+    for case_id in sorted(ids):
+        files = CaseFiles(
+            case_id=case_id,
+            adc=adc_path(root, case_id),
+            zadc=zadc_path(root, case_id),
+            label=label_path(root, case_id) if require_labels else None,
+        )
+        missing = [p for p in (files.adc, files.zadc, files.label) if p is not None and not p.is_file()]
+        if missing:
+            raise DatasetError(
+                f"case {case_id}: missing partner file(s): " + ", ".join(str(p) for p in missing)
+            )
+        cases.append(files)
+    return cases
+
+
+def _ids_in(folder: Path, pattern: str) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    regex = re.compile(pattern)
+    return {match.group(1) for path in folder.iterdir() if (match := regex.match(path.name))}
+
+
+def load_case(files: CaseFiles) -> CaseImages:
+    """Read a case's images and check they share one grid, the ADC has a brain and the label is binary.
+
+    Images that contradict the ADC's brain are logged as warnings (:func:`hieseg.io.brain.check_brain`).
+    """
+    try:
+        adc = read_image(files.adc)
+        zadc = read_image(files.zadc)
+        check_same_geometry(adc, files.adc, zadc, files.zadc)
+        label = None
+        if files.label is not None:
+            label = read_image(files.label)
+            check_same_geometry(adc, files.adc, label, files.label)
+            require_binary(label, files.label, "label")
+        check_brain(adc, files.adc, zadc, files.zadc, label, files.label)
+    except ImageError as exc:
+        raise DatasetError(f"case {files.case_id}: {exc}") from exc
+    return CaseImages(files=files, adc=adc, zadc=zadc, label=label)
+
+
+def single_image(folder: Path) -> Path:
+    """The one .mha file of an input folder; zero or several is an error that names the folder."""
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: input folder not found")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    images = [p for p in entries if p.suffix == MHA_SUFFIX]
+    if len(images) != 1 or len(entries) != 1:
+        listing = ", ".join(p.name for p in entries) or "nothing"
+        raise ImageError(f"{folder}: expected exactly one {MHA_SUFFIX} file, found {listing}")
+    return images[0]
+
+
+def read_input_case(input_root: Path) -> CaseImages:
+    """Read and check the ADC and Z_ADC of the container's single case (see :func:`hieseg.io.brain.check_brain`)."""
+    interface = container_interface()
+    adc_file = single_image(input_root / interface.adc_dir)
+    zadc_file = single_image(input_root / interface.zadc_dir)
+    adc = read_image(adc_file)
+    zadc = read_image(zadc_file)
+    check_same_geometry(adc, adc_file, zadc, zadc_file)
+    check_brain(adc, adc_file, zadc, zadc_file)
+    files = CaseFiles(case_id=adc_file.stem, adc=adc_file, zadc=zadc_file, label=None)
+    return CaseImages(files=files, adc=adc, zadc=zadc, label=None)
+
+
+def output_path(input_root: Path, output_root: Path) -> Path:
+    """Where the container's mask goes: the output folder of the interface, under the ADC file's name."""
+    interface = container_interface()
+    return output_root / interface.output_dir / single_image(input_root / interface.adc_dir).name
+
+
+def default_model_dir() -> Path:
+    """The mounted /opt/ml/model when it holds a trained model, else the bundled model/ folder."""
+    for folder in (CONTAINER_MODEL_DIR, BUNDLED_MODEL_DIR):
+        if (folder / CONFIG_FILENAME).is_file():
+            return folder
+    raise ModelError(f"no weights folder given and neither {CONTAINER_MODEL_DIR} nor {BUNDLED_MODEL_DIR} holds a "
+                     f"{CONFIG_FILENAME}; pass --model or set HIESEG_MODEL")

@@ -1,0 +1,91 @@
+"""A weights folder: its config.json and its ``*.pt`` state dicts (one per fold), loaded and checked.
+
+The folder's one config.json builds every network, so an ensemble cannot mix networks or
+settings; a file that is not such weights is a :class:`~hieseg.errors.ModelError` naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
+from hieseg.errors import ConfigError, ModelError
+from hieseg.model.network import build_network, network_of_state
+from hieseg.model.provenance import warn_on_version_drift
+
+WEIGHTS_PATTERN = "*.pt"
+
+
+@dataclass
+class ModelBundle:
+    """The networks of a weights folder (one per fold) and the configuration they were trained with."""
+
+    config: ExperimentConfig
+    networks: list[torch.nn.Module]
+    weight_files: list[Path]
+
+
+def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
+    """Read ``config.json`` and every ``*.pt`` state dict of a weights folder (warning when other versions made them).
+
+    The folder's one config.json builds every network, so an ensemble cannot mix networks: a
+    ``*.pt`` saved from another network than the one config.json names is refused, naming both.
+    """
+    model_dir = Path(model_dir)
+    config_path = model_dir / CONFIG_FILENAME
+    if not config_path.is_file():
+        raise ModelError(f"{config_path}: missing; a weights folder needs the config.json written by train.py")
+    try:
+        config = ExperimentConfig.load(config_path)
+    except ConfigError as exc:
+        raise ModelError(str(exc)) from exc
+    warn_on_version_drift(config.provenance, config_path)
+    weight_files = sorted(model_dir.glob(WEIGHTS_PATTERN))
+    if not weight_files:
+        raise ModelError(f"{model_dir}: no weight files ({WEIGHTS_PATTERN}) found")
+    networks = [load_network(config, path, device) for path in weight_files]
+    return ModelBundle(config=config, networks=networks, weight_files=weight_files)
+
+
+def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> torch.nn.Module:
+    """The network of ``config`` with the weights of ``path``; a file that is not such weights is a :class:`ModelError`."""
+    network = build_network(config)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types (pickle, zip, EOF) for a damaged file
+        raise ModelError(f"{path}: unreadable weights file ({path.stat().st_size} bytes): not a state dict "
+                         "saved by train.py, or truncated or corrupt") from exc
+    problem = _state_mismatch(network.state_dict(), state)
+    other = network_of_state(state) if problem and isinstance(state, dict) else None
+    if other is not None and other != config.network.name:
+        raise ModelError(f"{path}: weights of network {other}, but {CONFIG_FILENAME} names network "
+                         f"{config.network.name}; the weights of one folder are ensembled, so they must all be of "
+                         f"its {CONFIG_FILENAME}'s network")
+    if problem:
+        raise ModelError(f"{path}: incompatible with the network of {CONFIG_FILENAME}: {problem}")
+    network.load_state_dict(state)
+    return network.to(device).eval()
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], state: object) -> str:
+    """What keeps ``state`` from loading into a network whose state dict is ``expected`` ('' when it fits)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "it holds no state dict of tensors"
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    resized = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    if not (missing or unexpected or resized):
+        return ""
+    counts = f"{len(missing)} missing, {len(unexpected)} unexpected and {len(resized)} differently shaped tensor(s)"
+    if resized:
+        key = resized[0]
+        return (f"{counts}; e.g. {key} has shape {_shape(state[key])} in the file and "
+                f"{_shape(expected[key])} in the network")
+    return f"{counts}; e.g. {(missing or unexpected)[0]}"
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return " x ".join(str(size) for size in tensor.shape)

@@ -1,0 +1,89 @@
+"""The weights folder a training run writes: checked before any work, one config.json for every fold in it.
+
+``<out>/config.json`` (the configuration inference rebuilds everything from, with its provenance),
+``<out>/<name>.pt`` (the best weights by validation Dice; ``fold<k>.pt``, or ``model.pt`` for an
+explicit validation list) and ``<out>/runs/<name>/`` (the run's logs and checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from hieseg.config.settings import (
+    CONFIG_FILENAME,
+    POSTPROCESSING_KEYS,
+    ExperimentConfig,
+)
+from hieseg.errors import ConfigError, OutputError
+from hieseg.io.images import require_writable, write_atomic
+from hieseg.model.provenance import current_provenance
+from hieseg.training.checkpoint import CHECKPOINT_FILE
+from hieseg.training.logs import continued_history
+
+RUNS_DIR = "runs"
+
+
+def run_name(config: ExperimentConfig, validation_ids: list[str] | None) -> str:
+    """``model`` for a run on an explicit validation list, else ``fold<k>``."""
+    return "model" if validation_ids else f"fold{config.train.fold}"
+
+
+def run_dir(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / RUNS_DIR / name
+
+
+def check_output(out_dir: Path, name: str, resume: bool) -> None:
+    """Refuse, before any work, an output folder that cannot be written or that holds this run's checkpoint
+    (unless ``resume``)."""
+    require_writable(out_dir, folder=True)
+    checkpoint_path = run_dir(out_dir, name) / CHECKPOINT_FILE
+    if checkpoint_path.exists() and not resume:
+        raise OutputError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+
+
+def check_outputs(out_dir: Path, configs: list[ExperimentConfig], validation_ids: list[str] | None,
+                  resume: bool) -> None:
+    """:func:`check_output` for every run of a command (one per fold), before any case is read."""
+    for config in configs:
+        check_output(out_dir, run_name(config, validation_ids), resume)
+
+
+def prepare_outputs(config: ExperimentConfig, out_dir: Path, name: str, epochs_done: int) -> tuple[
+        ExperimentConfig, list[dict[str, float]]]:
+    """config.json and the run folder, ready for the run; returns the config written (with its provenance) and
+    the log rows the run continues from."""
+    written = write_config(config, out_dir)
+    folder = run_dir(out_dir, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return written, continued_history(folder, epochs_done)
+
+
+def write_config(config: ExperimentConfig, out_dir: Path) -> ExperimentConfig:
+    """Write config.json with this run's provenance, refusing to mix folds trained with different settings.
+
+    The provenance (versions, commit) is not a setting: a resumed run or another fold made by
+    other versions or another commit is accepted, and config.json records the latest run's.
+    """
+    path = out_dir / CONFIG_FILENAME
+    if path.exists():
+        existing = ExperimentConfig.load(path).settings_dict()
+        mine = config.settings_dict()
+        for data in (existing, mine):
+            data["train"].pop("fold")
+            if config.tuning.enabled:
+                for key in POSTPROCESSING_KEYS:
+                    data["inference"].pop(key)
+        if existing["network"]["name"] != mine["network"]["name"]:
+            raise ConfigError(
+                f"{path} is for network {existing['network']['name']}, this run trains {mine['network']['name']}: "
+                "weights in one folder are ensembled, so they must be of one network; choose another --out"
+            )
+        if existing != mine:
+            raise ConfigError(
+                f"{path} holds a different configuration: weights in one folder are ensembled, "
+                "so they must share it; choose another --out"
+            )
+    written = dataclasses.replace(config, provenance=current_provenance())
+    write_atomic(path, written.save)
+    return written

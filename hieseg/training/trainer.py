@@ -1,0 +1,279 @@
+"""Training one model: the :class:`Trainer` and its seams, validation in the native grid, best weights kept.
+
+A run goes through named steps that a subclass (or a test) may override, as nnU-Net's trainer does:
+
+* :meth:`Trainer.on_train_start`: the split, the network grid, the network, its loss and optimisation,
+  the checkpoint to resume (:mod:`hieseg.training.checkpoint`), the output folder
+  (:mod:`hieseg.training.folder`) and the patch loader (:mod:`hieseg.training.data`);
+* :meth:`Trainer.train_epoch` and :meth:`Trainer.train_step`: one epoch of optimisation steps;
+* :meth:`Trainer.on_epoch_end`: on rank 0, :meth:`Trainer.validate` when due, the best weights,
+  the logs (:mod:`hieseg.training.logs`) and :meth:`Trainer.save_checkpoint`;
+* :meth:`Trainer.on_train_end`.
+
+Resuming continues bit for bit as if the run had never stopped: every random state of an epoch
+is derived from (seed, epoch) when the epoch starts, so the epoch number saved in the checkpoint
+restores them all. Every file is replaced atomically after each epoch, so a run killed at any
+moment (SIGTERM, Ctrl-C) leaves a consistent ``last.ckpt``; a resumed run drops the log rows past
+it. A fresh run starts fresh logs.
+
+Under ``torchrun`` (:mod:`hieseg.training.distributed`) every rank runs a Trainer with the same
+arguments and trains the same network under :class:`~torch.nn.parallel.DistributedDataParallel`,
+which averages the gradients, so the ranks' weights stay identical. Rank 0 alone checks and
+writes the outputs (the same files as a single process), validates and decides on the best
+weights and on early stopping; the other ranks receive its decisions (and, on resume, its
+checkpoint) at the end of each epoch, so all stop together. See
+:func:`hieseg.training.data.training_loader` for how the ranks draw different patches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.utils import set_determinism
+from tqdm.auto import tqdm
+
+from hieseg.config.settings import ExperimentConfig
+from hieseg.data.burden import lesion_burden
+from hieseg.data.spacing import with_data_spacing
+from hieseg.data.splits import train_validation_split
+from hieseg.evaluation.metrics import dice_score
+from hieseg.inference.predictor import Predictor
+from hieseg.io.layout import CaseImages
+from hieseg.model.losses import build_training_loss
+from hieseg.model.network import build_network, supervised_outputs
+from hieseg.training import distributed
+from hieseg.training.checkpoint import (
+    CHECKPOINT_FILE,
+    TrainingState,
+    read_checkpoint,
+    restore_checkpoint,
+    save_atomic,
+    save_checkpoint,
+)
+from hieseg.training.data import (
+    check_labels,
+    epoch_seed,
+    seed_epoch,
+    steps_of_epoch,
+    training_loader,
+)
+from hieseg.training.distributed import Ranks
+from hieseg.training.folder import check_output, prepare_outputs, run_dir, run_name
+from hieseg.training.logs import (
+    LOGGED_SCALARS,
+    METRICS_FILE,
+    tensorboard_writer,
+    write_metrics,
+)
+from hieseg.training.optimization import (
+    build_optimization,
+    intra_op_threads,
+    optimisation_step,
+    torch_threads,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    """What a finished (or early-stopped) training run achieved and where it wrote it."""
+
+    weights: Path
+    best_dice: float
+    best_epoch: int
+    epochs_run: int
+    training_ids: list[str]
+    validation_ids: list[str]
+    config: ExperimentConfig
+    """The configuration written to config.json: the network grid resolved, this run's provenance."""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one model (one fold, or one explicit validation list) on already loaded cases."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        cases: Sequence[CaseImages],
+        out_dir: Path,
+        *,
+        device: torch.device,
+        ranks: Ranks | None = None,
+        validation_ids: list[str] | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        ranks = distributed.current() if ranks is None else ranks
+        self.config = config
+        self.cases = {case.files.case_id: case for case in cases}
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.ranks = ranks
+        self.requested_validation = validation_ids
+        self.resume = resume
+        self.progress = progress and ranks.is_main
+        self.name = run_name(config, validation_ids)
+        self.run_dir = run_dir(self.out_dir, self.name)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
+        self.weights_path = self.out_dir / f"{self.name}.pt"
+        self.state = TrainingState()
+        self.history: list[dict[str, float]] = []
+
+    def fit(self) -> TrainingResult:
+        """Train from the start or the checkpoint to the last epoch (or early stopping); the run's result."""
+        with torch_threads(intra_op_threads(self.config, self.ranks.local_world_size)):
+            self.on_train_start()
+            epochs = tqdm(range(self.state.epoch, self.config.train.epochs), desc=f"training {self.name}",
+                          disable=not self.progress, unit="epoch")
+            for epoch in epochs:
+                started = time.perf_counter()
+                seed_epoch(self.loader, epoch_seed(self.config.train.seed, epoch, self.ranks.rank))
+                train_loss = self.train_epoch(epoch)
+                self.on_epoch_end(epoch, train_loss, started)
+                epochs.set_postfix(loss=f"{self.history[-1]['train_loss']:.4f}",
+                                   best_dice=f"{max(self.state.best_dice, 0):.3f}")
+                if self.should_stop():
+                    LOG.info("early stopping at epoch %d: no Dice gain in %d validations", epoch + 1,
+                             self.state.stale_validations)
+                    break
+            self.on_train_end()
+        return TrainingResult(
+            weights=self.weights_path,
+            best_dice=self.state.best_dice,
+            best_epoch=self.state.best_epoch,
+            epochs_run=self.state.epoch,
+            training_ids=self.training_ids,
+            validation_ids=self.validation_ids,
+            config=self.written_config,
+            history=self.history,
+        )
+
+    def on_train_start(self) -> None:
+        """Everything an epoch needs, in an order that keeps every random draw of a run reproducible."""
+        distributed.on_main(lambda: check_output(self.out_dir, self.name, self.resume), self.ranks)
+        set_determinism(seed=self.config.train.seed)
+        cases = list(self.cases.values())
+        self.config = with_data_spacing(self.config, [case.adc.GetSpacing() for case in cases])
+        LOG.info("network grid %s mm", " x ".join(f"{s:g}" for s in self.config.preprocess.target_spacing))
+        self.training_ids, self.validation_ids = train_validation_split(
+            list(self.cases),
+            [lesion_burden(case) for case in cases],
+            folds=self.config.train.folds,
+            fold=self.config.train.fold,
+            seed=self.config.train.seed,
+            validation_ids=self.requested_validation,
+        )
+        LOG.info("%d training and %d validation cases", len(self.training_ids), len(self.validation_ids))
+        check_labels([self.cases[i] for i in self.training_ids], [self.cases[i] for i in self.validation_ids])
+        self.network = build_network(self.config).to(self.device)
+        self.loss_function = build_training_loss(self.config.loss, supervised_outputs(self.config))
+        self.optimization = build_optimization(self.config, self.network, self.device)
+        self.restore()
+        self.written_config, self.history = distributed.on_main(
+            lambda: prepare_outputs(self.config, self.out_dir, self.name, self.state.epoch), self.ranks)
+        self.writer = tensorboard_writer(self.run_dir, self.state.epoch) if self.ranks.is_main else None
+        self.model = distributed.data_parallel(self.network, self.device, self.ranks)
+        self.loader = training_loader(self.config, [self.cases[i] for i in self.training_ids], self.device,
+                                      self.ranks)
+
+    def restore(self) -> None:
+        """Continue from the run's checkpoint when resuming and rank 0 finds one (every rank gets its content)."""
+        if not self.resume:
+            return
+        checkpoint = distributed.on_main(
+            lambda: read_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None, self.ranks)
+        if checkpoint is not None:
+            self.state = restore_checkpoint(checkpoint, self.checkpoint_path, self.config, self.network,
+                                            self.optimization)
+            LOG.info("resumed %s at epoch %d", self.checkpoint_path, self.state.epoch)
+
+    def train_epoch(self, epoch: int) -> float:
+        """One epoch (0-based) of optimisation; returns this process's mean training loss."""
+        self.model.train()
+        steps, batches = steps_of_epoch(self.config, self.loader, epoch)
+        losses = [self.train_step(next(batches))
+                  for _ in tqdm(range(steps), desc="steps", leave=False, disable=not self.progress, unit="step")]
+        return float(np.mean(losses))
+
+    def train_step(self, batch: dict) -> float:
+        """One optimisation step on a batch of patches; returns its loss."""
+        return optimisation_step(self.config, self.model, self.loss_function, self.optimization, batch, self.device)
+
+    def on_epoch_end(self, epoch: int, train_loss: float, started: float) -> None:
+        """The schedule's step, then rank 0's part of the epoch, whose outcome every rank takes."""
+        self.optimization.scheduler.step()
+        row = {"epoch": epoch + 1,
+               "train_loss": distributed.mean_over_ranks(train_loss, self.ranks, self.device),
+               "val_dice": math.nan, "learning_rate": self.optimization.scheduler.get_last_lr()[0]}
+        done = replace(self.state, epoch=epoch + 1)
+        row, self.state = distributed.on_main(lambda: self._end_epoch_on_main(row, done, started), self.ranks)
+        self.history.append(row)
+
+    def _end_epoch_on_main(self, row: dict[str, float], done: TrainingState, started: float
+                           ) -> tuple[dict[str, float], TrainingState]:
+        """Validation when due, the best weights, the logs and the checkpoint."""
+        if row["epoch"] % self.config.train.validate_every == 0 or row["epoch"] == self.config.train.epochs:
+            row["val_dice"] = self.validate()
+            self.network.train()
+            if row["val_dice"] > done.best_dice:
+                done = replace(done, best_dice=row["val_dice"], best_epoch=row["epoch"], stale_validations=0)
+                save_atomic(self.network.state_dict(), self.weights_path)
+            else:
+                done = replace(done, stale_validations=done.stale_validations + 1)
+        row["seconds"] = time.perf_counter() - started
+        write_metrics(self.run_dir / METRICS_FILE, [*self.history, row])
+        for key in LOGGED_SCALARS:
+            if not math.isnan(row[key]):
+                self.writer.add_scalar(key, row[key], row["epoch"])
+        self.writer.flush()
+        self.save_checkpoint(done)
+        return row, done
+
+    def validate(self) -> float:
+        """Mean Dice of the validation cases' masks, in each case's native grid."""
+        return validate(self.config, self.network, [self.cases[i] for i in self.validation_ids], self.device)
+
+    def save_checkpoint(self, state: TrainingState) -> None:
+        save_checkpoint(self.checkpoint_path, self.config, self.network, self.optimization, state)
+
+    def should_stop(self) -> bool:
+        """Early stopping: ``train.patience`` validations in a row without a better Dice (0: never)."""
+        return bool(self.config.train.patience) and self.state.stale_validations >= self.config.train.patience
+
+    def on_train_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(config: ExperimentConfig, cases: Sequence[CaseImages], out_dir: Path, **options: Any) -> TrainingResult:
+    """Train one model and keep its best weights by validation Dice in the native grid: ``Trainer(...).fit()``
+    with the :class:`Trainer`'s keyword options (``device`` is required).
+
+    ``out_dir`` must be writable and, unless ``resume``, hold no checkpoint of this run; both
+    are checked before any work. Under torchrun every rank calls this alike and gets the same
+    result; only rank 0 shows progress. ``ranks``: this process's place among torchrun's (default:
+    as the environment says, refused without a running process group).
+    """
+    return Trainer(config, cases, out_dir, **options).fit()
+
+
+def validate(
+    config: ExperimentConfig, network: torch.nn.Module, cases: list[CaseImages], device: torch.device
+) -> float:
+    """Mean Dice of the thresholded prediction against the label, in each case's native grid."""
+    network.eval()
+    predictor = Predictor(config, [network], device)
+    scores = [dice_score(predictor.mask(case), sitk.GetArrayViewFromImage(case.label).transpose(2, 1, 0))
+              for case in cases]
+    return float(np.mean(scores))
