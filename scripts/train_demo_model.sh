@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Reproduce the demo weights shipped in model/: 100 cases of the randomised synthetic profile
-# (imperfect normative Z, confounders, site and skull-strip variation; see hieseg/synthetic.py),
-# the default network, loss and data-derived grid, a CPU-sized schedule (64x64x32 patches,
-# 1440 steps, no elastic deformation), then post-processing tuned on the 20 validation cases:
-# about 35 minutes on 2 idle cores.
+# Reproduce the demo weights shipped in model/ (v5): 100 cases of the randomised synthetic profile
+# (imperfect normative Z, confounders, site and skull-strip variation, small punctate and mildly
+# restricted lesions; see hieseg/synthesis/), the default network, loss, native-grid normalisation and
+# data-derived grid, a CPU-sized schedule (64x64x32 patches, 3600 steps, scale augmentation +/-20 %,
+# no elastic deformation), then post-processing tuned on the 20 validation cases: about 90 minutes on
+# 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
+#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo, runs/demo-model)
+# Copy OUT_DIR's config.json, fold0.pt and tuning.json to model/ to ship them.
 # They show the pipeline working end to end; they are NOT fit for real data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-data/synthetic-demo}"
-OUT="${2:-model}"
-python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised
+OUT="${2:-runs/demo-model}"
+RESUME_FLAG=()
+if [ -n "${RESUME:-}" ]; then RESUME_FLAG=(--resume); fi
+if [ ! -d "$DATA/1ADC_ss" ]; then
+    python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised
+fi
 python train.py --data "$DATA" --out "$OUT" --loss tversky_hausdorffdt --fold 0 --folds 5 --seed 42 \
-    --epochs 24 --set train.steps_per_epoch=60 --set train.learning_rate=0.002 \
-    --set train.warmup_epochs=2 --set train.validate_every=4 --set train.patience=0 \
+    --epochs 60 --set train.steps_per_epoch=60 --set train.learning_rate=0.002 \
+    --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0 \
     --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32] \
-    --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0 --device cpu
+    --set augment.scale_range=0.2 --set augment.affine_prob=0.3 \
+    --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0 --device cpu \
+    "${RESUME_FLAG[@]}"

@@ -99,10 +99,14 @@ def test_json_and_markdown_hold_every_method_and_only_the_groups_present(compare
     assert "## All cases" in markdown
     for group in BURDEN_GROUPS:
         assert (f"## Lesion burden {group} of brain volume" in markdown) == (group in present)
-    overall = markdown.split("## All cases")[1].split("##")[0]
+    overall, lesion_wise = markdown.split("## All cases")[1].split("##")[0].strip().split("\n\n")[:2]
     for name in (MODEL_NAME, *BASELINES):
         assert f"| {name} | {N_CASES} |" in overall
-    assert overall.count("| – |") == len(BASELINES)  # no ceiling for the baselines
+    ceilings = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in overall.splitlines()
+                if line.startswith("| ") and not line.startswith("| method")}
+    assert ceilings[MODEL_NAME] != "–" and all(ceilings[name] == "–" for name in BASELINES)  # no baseline ceiling
+    assert lesion_wise.splitlines()[0].startswith("| method | lesions found | lesion sensitivity |")
+    assert [line.split("|")[1].strip() for line in lesion_wise.splitlines()[2:]] == [MODEL_NAME, *BASELINES]
     assert stdout.splitlines()[: len(BASELINES) + 3] == compare.comparison_table(summary)
 
 

@@ -37,8 +37,21 @@ def test_unreadable_config_names_the_file(tmp_path: Path) -> None:
 def test_other_format_version_is_refused() -> None:
     data = ExperimentConfig().to_dict()
     data["format_version"] = 99
-    with pytest.raises(ValueError, match="format_version 99"):
+    with pytest.raises(ValueError, match=r"format_version 99 is not supported \(expected 1 to 3\)"):
         ExperimentConfig.from_dict(data)
+
+
+def test_format_2_weights_keep_the_network_grid_normalisation_and_new_ones_normalise_natively() -> None:
+    data = ExperimentConfig().to_dict()
+    assert data["format_version"] == 3 and data["preprocess"]["normalization"] == "native"
+    del data["preprocess"]["normalization"]
+    version_2 = {**data, "format_version": 2}
+    assert ExperimentConfig.from_dict(version_2).preprocess.normalization == "network_grid"
+    without_section = {key: value for key, value in version_2.items() if key != "preprocess"}
+    assert ExperimentConfig.from_dict(without_section).preprocess.normalization == "network_grid"
+    assert ExperimentConfig.from_dict(data).preprocess.normalization == "native"
+    with pytest.raises(ConfigError, match="preprocess.normalization: must be one of native, network_grid"):
+        ExperimentConfig().with_overrides({"preprocess.normalization": "z"})
 
 
 @pytest.mark.parametrize("key, value, message", [

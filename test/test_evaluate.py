@@ -255,3 +255,23 @@ def test_compat_refuses_another_nsd_tolerance(release: tuple[Path, Path], tmp_pa
     argv = ["--pred", str(pred_dir), "--truth", str(root), "--out", str(tmp_path / "r"), "--compat", "bonbid2023"]
     assert main([*argv, "--nsd-tolerance", "1"]) == 2
     assert "scores NSD at 2 mm" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_a_release_with_its_z_adc_gets_the_conspicuous_lesions(release: tuple[Path, Path], tmp_path: Path) -> None:
+    root, pred_dir = release
+    for case_id, (truth, _, _) in CASES.items():
+        write_xyz(root / "2Z_ADC" / f"Zmap_{case_id}-ADC_smooth2mm_clipped10.mha", np.where(truth > 0, -4.0, 0.0))
+    out = tmp_path / "report"
+    assert run_cli("--pred", str(pred_dir), "--truth", str(root), "--out", str(out)).returncode == 0
+    lesion_wise = json.loads((out / "summary.json").read_text())["overall"]["lesion_wise"]
+    # case01 found, case02's plate missed (the prediction is one slice off), case03 missed (empty prediction)
+    assert {key: lesion_wise[key] for key in ("truth_lesions", "found_lesions", "pred_lesions", "true_pred_lesions",
+                                              "conspicuous_lesions", "conspicuous_found")} == {
+        "truth_lesions": 3, "found_lesions": 1, "pred_lesions": 2, "true_pred_lesions": 1,
+        "conspicuous_lesions": 3, "conspicuous_found": 1}
+    assert lesion_wise["conspicuous_recall"] == pytest.approx(1 / 3)
+    # missed: the plate (100 voxels, 243 mm3) and case03's box (400 voxels, 972 mm3)
+    assert [lesion_wise[name] for name in ("missed_lt10_mm3", "missed_10_100_mm3", "missed_100_1000_mm3",
+                                           "missed_ge1000_mm3")] == [0, 0, 2, 0]
+    markdown = (out / "summary.md").read_text()
+    assert "## Lesion-wise" in markdown and "| all | 1/3 | 0.333 | 0.500 | 0.400 | 1/3 | 0.333 | 0 / 0 / 2 / 0 |" in markdown

@@ -11,7 +11,12 @@ import torch
 from conftest import SMALL_SIZE, tiny_config
 
 from hieseg.benchmark.timing import draw_batches
-from hieseg.config.settings import CONFIG_FILENAME, NETWORK_NAMES, ExperimentConfig
+from hieseg.config.settings import (
+    CONFIG_FILENAME,
+    CONFIG_FORMAT_VERSION,
+    NETWORK_NAMES,
+    ExperimentConfig,
+)
 from hieseg.errors import ConfigError, ModelError
 from hieseg.inference.predictor import Predictor
 from hieseg.io.images import write_image_atomic
@@ -74,7 +79,8 @@ def test_the_demo_weights_config_of_format_1_is_read_as_the_same_unet() -> None:
     old = json.loads((REPO / "test" / "config_format1.json").read_text())
     assert old["format_version"] == 1
     config = ExperimentConfig.from_dict(old)
-    assert config.network.name == "unet" and config.format_version == 2
+    assert config.network.name == "unet" and config.format_version == CONFIG_FORMAT_VERSION
+    assert config.preprocess.normalization == "network_grid"  # what those weights were trained with
     assert {key: getattr(config.unet, key) for key in ("channels", "strides")} == {
         "channels": tuple(old["network"]["channels"]), "strides": tuple(old["network"]["strides"])}
     assert config.unet.num_res_units == old["network"]["num_res_units"]

@@ -241,6 +241,32 @@ def test_faint_lesions_read_mildly_negative_z():
         assert np.median(adc[lesion]) > np.median(twin_adc[lesion])
 
 
+def test_small_lesions_replace_the_default_burden_with_a_punctate_one():
+    for seed in range(3):
+        case = make_case("S", seed, size=SIZE, profile=RANDOMISED.only("small_lesions"))
+        burden = case.effects["small_lesions"]["burden"]
+        assert 0.00002 <= burden <= 0.002 and 2 <= case.effects["small_lesions"]["blobs"] <= 10
+        adc, _, lesion = arrays(case)
+        assert lesion.sum() == max(1, round(burden * np.count_nonzero(adc > 0)))
+    explicit = make_case("S", 0, size=SIZE, lesion_burden=0.03, profile=RANDOMISED.only("small_lesions"))
+    assert "small_lesions" not in explicit.effects  # an explicit burden wins
+
+
+def test_mild_lesions_read_a_fraction_of_their_tissues_normal_adc():
+    every_blob = dataclasses.replace(RANDOMISED, mild_lesions=dataclasses.replace(RANDOMISED.mild_lesions,
+                                                                                  blob_probability=1.0))
+    for seed in range(3):
+        case, twin = with_twin("mild_lesions", seed, profile=every_blob, lesion_burden=0.03)
+        healthy = make_case("E", seed, size=SIZE, lesion_burden=0.0)
+        adc, _, lesion = arrays(case)
+        twin_adc, _, twin_lesion = arrays(twin)
+        normal_adc, _, _ = arrays(healthy)
+        assert np.array_equal(lesion, twin_lesion) and lesion.any()
+        ratio = np.median(adc[lesion]) / np.median(normal_adc[lesion])
+        assert 0.55 * 0.9 <= ratio <= 0.8 * 1.1
+        assert np.median(adc[lesion]) != np.median(twin_adc[lesion])
+
+
 def test_internal_capsule_reads_lower_adc_than_white_matter_and_mildly_negative_z():
     case, _ = with_twin("myelination", 1, lesion_burden=0.0)
     adc, zadc, lesion = arrays(case)

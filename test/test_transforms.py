@@ -6,13 +6,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from monai.data import MetaTensor
+from monai.transforms import Compose
 
 from hieseg.data.transforms import (
+    BRAIN,
     IMAGE,
     LABEL,
+    NormalizeNatived,
     case_to_dict,
     inference_transforms,
     invert_to_native,
+    preprocess_transforms,
     training_transforms,
 )
 from hieseg.io.layout import discover_cases, load_case
@@ -23,8 +28,8 @@ def case(small_release: Path):
     return load_case(discover_cases(small_release)[0])
 
 
-def test_network_input_is_two_normalised_channels_on_the_target_spacing(case) -> None:
-    config = tiny_config()
+def test_network_grid_normalisation_z_scores_the_resampled_brain(case) -> None:
+    config = tiny_config(**{"preprocess.normalization": "network_grid"})
     network_input = inference_transforms(config)(case_to_dict(case))[IMAGE]
     assert network_input.shape[0] == 2
     assert np.allclose(network_input.pixdim.numpy(), config.preprocess.target_spacing, atol=1e-4)
@@ -32,6 +37,51 @@ def test_network_input_is_two_normalised_channels_on_the_target_spacing(case) ->
     for channel in network_input:
         inside = channel[brain]
         assert abs(float(inside.mean())) < 0.1 and abs(float(inside.std()) - 1.0) < 0.1
+
+
+def test_native_normalisation_z_scores_the_acquired_brain_and_records_it(case) -> None:
+    data = case_to_dict(case)
+    native_brain = data[IMAGE][0] > 0
+    normalised = NormalizeNatived()(data)
+    for channel, raw in zip(normalised[IMAGE], data[IMAGE]):
+        inside = raw[native_brain].double()
+        expected = (inside - inside.mean()) / inside.std(unbiased=False)
+        assert torch.allclose(channel[native_brain].double(), expected, atol=1e-5)
+        assert not channel[~native_brain].any()
+    assert torch.equal(normalised[BRAIN][0], native_brain.float())
+
+
+def box_case(slice_mm: float) -> dict:
+    """A 40 x 40 x 40 mm brain box (ADC 1000, Z_ADC 0) with a 10 mm lesion cube in its middle (ADC 500,
+    Z_ADC -5), on a 1 x 1 x ``slice_mm`` mm grid with 10 mm of background around it."""
+    shape = (60, 60, round(60 / slice_mm))
+    adc, zadc = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    z = slice(round(10 / slice_mm), round(50 / slice_mm))
+    adc[10:50, 10:50, z] = 1000.0
+    lesion_z = slice(round(25 / slice_mm), round(35 / slice_mm))
+    adc[25:35, 25:35, lesion_z], zadc[25:35, 25:35, lesion_z] = 500.0, -5.0
+    affine = torch.diag(torch.tensor([1.0, 1.0, slice_mm, 1.0], dtype=torch.float64))
+    return {IMAGE: MetaTensor(np.stack([adc, zadc]), affine=affine), "case_id": "box"}
+
+
+@pytest.mark.parametrize("slice_mm", [2.0, 5.0])
+def test_lesion_contrast_on_the_network_grid_does_not_depend_on_the_brain_edge(slice_mm: float) -> None:
+    """The lesion centre keeps its native z-score with native normalisation, whatever the slices; measured on
+    the network grid, the edge voxels blended with the background shift it, more for thicker slices."""
+    adc = box_case(slice_mm)[IMAGE][0].numpy()
+    fraction = np.count_nonzero(adc == 500) / np.count_nonzero(adc > 0)  # lesion share of the native brain
+    mean, std = 1000 - 500 * fraction, 500 * np.sqrt(fraction * (1 - fraction))
+    native_z = (500 - mean) / std
+
+    def lesion_centre(normalization: str) -> float:
+        config = tiny_config(**{"preprocess.normalization": normalization,
+                                "preprocess.target_spacing": (1.0, 1.0, 1.0)})
+        data = box_case(slice_mm)
+        grid = Compose(preprocess_transforms(config.preprocess, with_label=False))(data)[IMAGE]
+        return float(grid[0, 30, 30, 30])
+
+    assert lesion_centre("native") == pytest.approx(native_z, rel=1e-3)
+    assert abs(lesion_centre("network_grid") - native_z) > 0.05 * abs(native_z)
 
 
 def test_prediction_returns_exactly_to_the_native_grid(case) -> None:

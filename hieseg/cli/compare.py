@@ -51,6 +51,7 @@ from hieseg.evaluation.compare import (
     COMPARISON_MD,
     compare,
     comparison_table,
+    lesion_table,
 )
 from hieseg.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM
 from hieseg.io.images import require_writable
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.html is not None:
             write_comparison_report(args.html, comparison, args.out, progress=not args.no_progress)
         print("\n".join(comparison_table(comparison.summary)))
+        print("\n".join(["", *lesion_table(comparison.summary)]))
         print(f"reports in {args.out}: {COMPARISON_MD}, {COMPARISON_JSON}, {COMPARISON_CSV}")
         if args.html is not None:
             print(f"HTML report: {args.html / REPORT_HTML}")

@@ -39,9 +39,13 @@ from hieseg.config.validation import (
 from hieseg.errors import ConfigError
 
 CONFIG_FILENAME = "config.json"
-CONFIG_FORMAT_VERSION = 2
-"""2: the network is chosen by ``network.name`` and the U-Net's settings moved to section ``unet``
-(version 1 files, such as the demo weights' config.json, are migrated when read)."""
+CONFIG_FORMAT_VERSION = 3
+"""2: the network is chosen by ``network.name`` and the U-Net's settings moved to section ``unet``.
+3: ``preprocess.normalization`` says where intensities are normalised (``native`` from version 3 on).
+Older files are migrated when read, keeping what their weights were trained with."""
+NORMALIZATIONS: tuple[str, ...] = ("native", "network_grid")
+"""Where each channel is z-scored over the brain: ``native``, on the acquired grid before resampling (as
+nnU-Net does); ``network_grid``, after resampling, over resampled ADC > 0 (format 1 and 2 weights)."""
 NETWORK_NAMES: tuple[str, ...] = ("unet", "dynunet", "segresnet", "swinunetr")
 """The networks ``network.name`` chooses among (built by ``hieseg.model.network``), each with its own section."""
 LOSS_NAMES: tuple[str, ...] = (
@@ -64,6 +68,11 @@ class PreprocessConfig(Section):
     resolved in config.json, so inference always reads an explicit grid."""
     crop_margin: int = setting(4, NON_NEGATIVE)
     """Voxels kept around the brain's bounding box when cropping to the brain."""
+    normalization: str = setting("native", one_of(*NORMALIZATIONS))
+    """Where each channel's brain mean and std are measured (see ``NORMALIZATIONS``). On the network grid,
+    the brain's edge voxels are blended with the zero background by the resampling, so that share of
+    darkened voxels, which grows with thick slices and small brains, shifts the statistics and lightens
+    the lesions; measured on the native brain, the statistics are those of the acquired tissue."""
 
 
 @dataclass
@@ -358,7 +367,10 @@ class TuningConfig(Section):
 
     enabled: bool = True
     thresholds: tuple[float, ...] = setting((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), OPEN_UNIT)
-    min_component_mm3: tuple[float, ...] = setting((0.0, 10.0, 25.0, 50.0, 100.0), NON_NEGATIVE)
+    min_component_mm3: tuple[float, ...] = setting((0.0, 10.0, 25.0), NON_NEGATIVE)
+    """Candidates of ``inference.min_component_mm3``. None above 25 mm^3: punctate lesions of a few tens of
+    mm^3 are a common HIE pattern, so a larger minimum deletes real lesions wholesale, and a validation
+    fold has too few lesion-free cases for the specks it removes there to justify that."""
     empty_fallback_probability: tuple[float, ...] = setting((0.0, 0.02, 0.05, 0.1, 0.3), between(0, 1, open_high=True))
     """Candidates of ``inference.empty_fallback_probability``; 0 is 'off'. Low values matter: an empty mask of a
     lesioned case scores the capped MASD, so a faint guess near the peak can beat silence."""
@@ -444,12 +456,13 @@ class ExperimentConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"expected an object of sections, got {shown(data)}")
         version = data.get("format_version", CONFIG_FORMAT_VERSION)
+        if version not in range(1, CONFIG_FORMAT_VERSION + 1):
+            raise ConfigError(f"config format_version {shown(version)} is not supported "
+                              f"(expected 1 to {CONFIG_FORMAT_VERSION})")
         if version == 1:
             data = _from_version_1(data)
-        elif version != CONFIG_FORMAT_VERSION:
-            raise ConfigError(
-                f"config format_version {shown(version)} is not supported (expected 1 or {CONFIG_FORMAT_VERSION})"
-            )
+        if version <= 2:
+            data = _from_version_2(data)
         kwargs: dict[str, Any] = {}
         for name, section_data in data.items():
             if name == "format_version":
@@ -517,11 +530,22 @@ _UNET_KEYS = frozenset(f.name for f in dataclasses.fields(UNetConfig))
 
 def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
     """A format_version 1 config as version 2: only the U-Net existed, its settings were in ``network``."""
-    data = {**data, "format_version": CONFIG_FORMAT_VERSION}
+    data = {**data, "format_version": 2}
     if isinstance(data.get("network"), dict):
         network = dict(data["network"])
         data["unet"] = {key: network.pop(key) for key in list(network) if key in _UNET_KEYS}
         data["network"] = {"name": "unet", **network}
+    return data
+
+
+def _from_version_2(data: dict[str, Any]) -> dict[str, Any]:
+    """A format_version 2 config as version 3: its weights were trained on intensities normalised on the
+    network grid, so they keep that normalisation."""
+    data = {**data, "format_version": CONFIG_FORMAT_VERSION}
+    if isinstance(data.get("preprocess"), dict):
+        data["preprocess"] = {"normalization": "network_grid", **data["preprocess"]}
+    elif "preprocess" not in data:
+        data["preprocess"] = {"normalization": "network_grid"}
     return data
 
 

@@ -2,8 +2,10 @@
 
 A case enters as a dictionary with a 2-channel ``image`` (ADC, Z_ADC), both set to 0 outside
 the brain (ADC > 0, :mod:`hieseg.io.brain`), and optionally a 1-channel ``label``, all
-:class:`monai.data.MetaTensor` carrying the native affine. After resampling, the brain on the
-network grid (``brain``: resampled ADC > 0) is what the normalisation measures, the crop keeps
+:class:`monai.data.MetaTensor` carrying the native affine. Each channel is z-scored over the
+brain (``preprocess.normalization``): on the native grid before resampling (:class:`NormalizeNatived`,
+the default, as nnU-Net normalises), or on the network grid after it (:class:`NormalizeInBraind`, the
+weights of config format 1 and 2). The brain on the network grid (``brain``) is what the crop keeps
 and the training patches are drawn from. Every spatial step is a MONAI invertible transform,
 so a prediction made on the network's grid is brought back to the native grid with
 :func:`invert_to_native` (MONAI's inverse, the reference); the predictor uses the equal but
@@ -12,6 +14,7 @@ faster ``hieseg.data.resampling`` for the last step.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -46,7 +49,9 @@ from hieseg.io.layout import CaseImages
 IMAGE = "image"
 LABEL = "label"
 BRAIN = "brain"
-"""The brain on the network grid (1 channel, uint8, 1 inside), made by :class:`NormalizeInBraind`."""
+"""The brain on the network grid (1 channel, uint8, 1 inside), made by :class:`BrainOnGridd` or :class:`NormalizeInBraind`."""
+BRAIN_COVER = 0.5
+"""A network-grid voxel is brain where the resampled native brain (0/1, bilinear) reaches this."""
 
 
 def case_to_dict(case: CaseImages) -> dict[str, object]:
@@ -66,7 +71,8 @@ def case_to_dict(case: CaseImages) -> dict[str, object]:
 
 
 class NormalizeInBraind(MapTransform):
-    """Z-score each image channel over the brain (ADC channel > 0) and set the rest to 0; record the brain.
+    """Z-score each image channel over the brain on the network grid (resampled ADC channel > 0) and set the
+    rest to 0; record the brain (``preprocess.normalization`` ``network_grid``, weights of config format 1 and 2).
 
     On a native ADC that is exactly 0 outside the brain, this equals MONAI's
     ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` wherever Z_ADC is non-zero inside
@@ -81,25 +87,81 @@ class NormalizeInBraind(MapTransform):
         image = data[IMAGE]
         values = image.as_tensor().float()
         brain = values[0] > 0
-        normalised = torch.zeros_like(values)
-        for channel, channel_values in enumerate(values):
-            inside = channel_values[brain]
-            if inside.numel():
-                mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
-                normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
-        result[IMAGE] = MetaTensor(normalised, meta=image.meta, applied_operations=list(image.applied_operations))
+        result[IMAGE] = MetaTensor(_z_scored(values, brain), meta=image.meta,
+                                   applied_operations=list(image.applied_operations))
         result[BRAIN] = MetaTensor(brain[None].to(torch.uint8), meta=image.meta)
         return result
 
 
+class NormalizeNatived(MapTransform):
+    """Z-score each image channel over the native brain (ADC channel > 0), before any resampling, and set the
+    rest to 0; record the brain as a 0/1 float channel, resampled beside the image.
+
+    The statistics are those of the acquired tissue: no voxel blended with the background by the
+    resampling enters them, whatever the slice thickness or the brain's size.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(keys=[IMAGE])
+
+    def __call__(self, data: dict) -> dict:
+        result = dict(data)
+        image = data[IMAGE]
+        values = image.as_tensor().float()
+        brain = values[0] > 0
+        result[IMAGE] = MetaTensor(_z_scored(values, brain), meta=copy.deepcopy(image.meta),
+                                   applied_operations=list(image.applied_operations))
+        result[BRAIN] = MetaTensor(brain[None].float(), meta=copy.deepcopy(image.meta))
+        return result
+
+
+class BrainOnGridd(MapTransform):
+    """After the resampling of :class:`NormalizeNatived`'s output: the brain on the network grid is where the
+    resampled native brain covers at least half a voxel; the image is set to 0 outside it."""
+
+    def __init__(self) -> None:
+        super().__init__(keys=[IMAGE])
+
+    def __call__(self, data: dict) -> dict:
+        result = dict(data)
+        image, brain = data[IMAGE], data[BRAIN].as_tensor()[0] >= BRAIN_COVER
+        result[IMAGE] = MetaTensor(image.as_tensor() * brain, meta=image.meta,
+                                   applied_operations=list(image.applied_operations))
+        result[BRAIN] = MetaTensor(brain[None].to(torch.uint8), meta=data[BRAIN].meta)
+        return result
+
+
+def _z_scored(values: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """Each channel of ``values`` z-scored over ``brain`` (a constant channel is only centred), 0 elsewhere."""
+    normalised = torch.zeros_like(values)
+    for channel, channel_values in enumerate(values):
+        inside = channel_values[brain]
+        if inside.numel():
+            mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
+            normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
+    return normalised
+
+
 def preprocess_transforms(config: PreprocessConfig, with_label: bool) -> list:
-    """Resample to the target spacing, then z-score each channel inside the brain (:class:`NormalizeInBraind`)."""
+    """Normalise and resample to the target spacing, in the order ``config.normalization`` says; the
+    result carries the brain on the network grid under :data:`BRAIN`."""
     if config.target_spacing is None:
         raise ConfigError("preprocess.target_spacing is unset: training derives it from the data, so a "
                           "config.json used for prediction must hold it")
-    keys = [IMAGE, LABEL] if with_label else [IMAGE]
-    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
-    return [Spacingd(keys=keys, pixdim=config.target_spacing, mode=modes), NormalizeInBraind()]
+    labels = [(LABEL, "nearest")] if with_label else []
+    if config.normalization == "network_grid":
+        return [resampling(config, [(IMAGE, "bilinear"), *labels]), NormalizeInBraind()]
+    return [NormalizeNatived(), resampling(config, [(IMAGE, "bilinear"), (BRAIN, "bilinear"), *labels]),
+            BrainOnGridd()]
+
+
+def resampling(config: PreprocessConfig, keys_and_modes: list[tuple[str, str]]) -> Spacingd:
+    """The preprocessing's one resampling step: these keys to the target spacing, each with its interpolation.
+
+    Keys may be missing, so that its inverse brings a prediction (``image`` alone) back to the native grid.
+    """
+    return Spacingd(keys=[key for key, _ in keys_and_modes], pixdim=config.target_spacing,
+                    mode=[mode for _, mode in keys_and_modes], allow_missing_keys=True)
 
 
 def brain_crop(config: PreprocessConfig, keys: list[str]) -> CropForegroundd:

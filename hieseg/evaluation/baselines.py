@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
+from hieseg.evaluation.lesions import FACE_CONNECTIVITY
 from hieseg.io.images import (
     MHA_SUFFIX,
     from_xyz_array,
@@ -38,8 +39,6 @@ ZADC_THRESHOLD = -2.0
 """The organisers' baseline: a voxel is lesion when its Z_ADC is strictly below this."""
 MIN_COMPONENT_VOXELS = 10
 """Components with fewer voxels are removed by the cleaned baseline."""
-FACE_CONNECTIVITY = ndimage.generate_binary_structure(3, 1)
-"""6-connectivity: voxels sharing a face belong to one component; an edge or a corner is not enough."""
 
 
 

@@ -25,7 +25,7 @@ from monai.transforms import Spacingd
 
 from hieseg.config.settings import PreprocessConfig
 from hieseg.data.resampling import invert_resampling_on_support
-from hieseg.data.transforms import IMAGE, preprocess_transforms
+from hieseg.data.transforms import IMAGE, resampling
 from hieseg.evaluation.metrics import checked_spacing, dice_score
 from hieseg.io.images import Geometry, to_xyz_array
 
@@ -54,9 +54,5 @@ def round_trip(image: sitk.Image, target_spacing: Sequence[float]) -> np.ndarray
 
 
 def resampling_step(target_spacing: Sequence[float]) -> Spacingd:
-    """The ``Spacingd`` of the predictor's preprocessing for this target spacing."""
-    config = PreprocessConfig(target_spacing=checked_spacing(tuple(target_spacing)))
-    steps = [step for step in preprocess_transforms(config, with_label=False) if isinstance(step, Spacingd)]
-    if len(steps) != 1:
-        raise ValueError("the preprocessing must hold exactly one resampling step (Spacingd)")
-    return steps[0]
+    """The predictor's resampling of the image (bilinear, :func:`hieseg.data.transforms.resampling`) to this grid."""
+    return resampling(PreprocessConfig(target_spacing=checked_spacing(tuple(target_spacing))), [(IMAGE, "bilinear")])

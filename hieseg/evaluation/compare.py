@@ -23,9 +23,11 @@ from tqdm import tqdm
 
 from hieseg.errors import ConfigError
 from hieseg.evaluation.baselines import BASELINES, baseline_mask_image
+from hieseg.evaluation.lesions import LESION_HEADER, LESION_NOTE, lesion_cells
 from hieseg.evaluation.metrics import (
     CEILING_METRIC,
     DEFAULT_NSD_TOLERANCE_MM,
+    LESION_WISE,
     METRIC_TITLES,
     SUMMARY_METRICS,
     CaseMetrics,
@@ -199,7 +201,7 @@ def render_markdown(summary: Mapping) -> str:
         lines.append(f"- `{name}` ({method['kind']}): {method['description']}")
     for group in present_groups(summary):
         title = "All cases" if group == ALL_CASES else f"Lesion burden {group} of brain volume"
-        lines += ["", f"## {title}", "", *comparison_table(summary, group)]
+        lines += ["", f"## {title}", "", *comparison_table(summary, group), "", *lesion_table(summary, group)]
     lines += [
         "",
         "Mean ± std (population) over the cases, scored on the native grid.",
@@ -210,8 +212,18 @@ def render_markdown(summary: Mapping) -> str:
         "averages (its MASD is NaN otherwise, and skipped).",
         "ceiling Dice: each case's truth after a round trip through the model's grid, the best Dice any model "
         "predicting on that grid can reach.",
+        LESION_NOTE,
     ]
     return "\n".join(lines) + "\n"
+
+
+def lesion_table(summary: Mapping, group: str = ALL_CASES) -> list[str]:
+    """Markdown table lines of one group's lesion-wise scores: one row per method."""
+    rows = []
+    for name, method in summary["methods"].items():
+        statistics = method["overall"] if group == ALL_CASES else method["by_burden"][group]
+        rows.append([name, *lesion_cells(statistics.get(LESION_WISE))])
+    return markdown_table(["method", *LESION_HEADER], rows)
 
 
 def present_groups(summary: Mapping) -> list[str]:

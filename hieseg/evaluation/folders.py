@@ -21,10 +21,12 @@ from tqdm import tqdm
 
 from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
 from hieseg.errors import EvaluationError, ImageError
+from hieseg.evaluation.lesions import LESION_HEADER, LESION_NOTE, lesion_cells
 from hieseg.evaluation.metrics import (
     BONBID2023,
     CEILING_METRIC,
     DEFAULT_NSD_TOLERANCE_MM,
+    LESION_WISE,
     METRIC_TITLES,
     CaseMetrics,
     check_compat,
@@ -47,6 +49,7 @@ from hieseg.io.layout import (
     LABEL_SUFFIX,
     adc_path,
     label_path,
+    zadc_path,
 )
 from hieseg.io.tables import markdown_table, write_csv_atomic
 
@@ -65,6 +68,8 @@ class CaseSources:
     truth: Path
     pred: Path | None
     brain: Path | None
+    zadc: Path | None = None
+    """The case's Z_ADC, for the conspicuous lesions: found in a release root given as truth or brain."""
 
 
 def evaluate_folders(
@@ -101,6 +106,8 @@ def find_cases(
             raise EvaluationError(f"{folder}: {name} folder not found")
     release = (truth_dir / LABEL_DIR).is_dir()
     truths = _release_truths(truth_dir) if release else _plain_truths(truth_dir)
+    root = next((folder for folder in (truth_dir, brain_dir) if folder is not None and (folder / ADC_DIR).is_dir()),
+                None)
     if not truths:
         raise EvaluationError(f"{truth_dir}: no truth masks (*{MHA_SUFFIX}) found")
     cases = []
@@ -110,7 +117,9 @@ def find_cases(
         else:
             brain = adc_path(truth_dir, case_id) if release else None
         pred = _prediction_path(pred_dir, case_id)
-        cases.append(CaseSources(case_id=case_id, truth=truth, pred=pred, brain=brain))
+        zadc = zadc_path(root, case_id) if root is not None else None
+        cases.append(CaseSources(case_id=case_id, truth=truth, pred=pred, brain=brain,
+                                 zadc=zadc if zadc is not None and zadc.is_file() else None))
     unmatched = _unmatched_predictions(pred_dir, set(truths))
     if unmatched:
         LOG.warning("%d prediction(s) in %s have no truth and are not scored: %s",
@@ -149,7 +158,12 @@ def score_sources(
         brain_image = read_image(case.brain)
         check_same_geometry(truth_image, case.truth, brain_image, case.brain)
         brain = brain_of(brain_image)
-    reference = Reference.of(truth_image, brain, case.case_id)
+    zadc = None
+    if case.zadc is not None:
+        zadc_image = read_image(case.zadc)
+        check_same_geometry(truth_image, case.truth, zadc_image, case.zadc)
+        zadc = to_xyz_array(zadc_image)
+    reference = Reference.of(truth_image, brain, case.case_id, zadc)
     return reference.score(np.zeros_like(reference.truth) if pred is None else pred, nsd_tolerance_mm=nsd_tolerance_mm,
                            ceiling_spacing=ceiling_spacing, compat=compat)
 
@@ -216,6 +230,12 @@ def render_markdown(summary: Mapping) -> str:
             "ceiling Dice: the truth's own Dice after a round trip through the network grid "
             "(resampled there and back as the predictor does), the best any model on that grid can reach."
         )
+    if LESION_WISE in summary["overall"]:
+        groups = [("all", summary["overall"]), *summary["by_burden"].items()]
+        lines += ["", "## Lesion-wise", "",
+                  *markdown_table(["group", *LESION_HEADER],
+                                  [[group, *lesion_cells(stats.get(LESION_WISE))] for group, stats in groups]),
+                  "", LESION_NOTE]
     return "\n".join(lines + [""])
 
 

@@ -63,6 +63,7 @@ that grid can reach. It is not a score of the prediction and is left ``None`` un
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ from monai.metrics.utils import get_edge_surface_distance
 
 from hieseg.data.burden import BURDEN_GROUPS, UNKNOWN_GROUP, burden_group
 from hieseg.errors import InputError
+from hieseg.evaluation.lesions import lesion_counts, pooled
 from hieseg.io.images import MM3_PER_ML, plain_numbers
 
 DEFAULT_NSD_TOLERANCE_MM = 2.0
@@ -86,6 +88,8 @@ CEILING_METRIC = "ceiling_dice"
 METRIC_TITLES = {"dice": "Dice", "masd_mm": "MASD (mm)", "nsd": "NSD", CEILING_METRIC: "ceiling Dice"}
 """How each per-case metric is named in tables and plots."""
 HIGHER_IS_BETTER = {"dice": True, "masd_mm": False, "nsd": True}
+LESION_WISE = "lesion_wise"
+"""Key, in each group's statistics, of the pooled lesion-wise counts and rates (:func:`hieseg.evaluation.lesions.pooled`)."""
 """Which way each challenge metric improves: Dice and NSD up, MASD down."""
 
 
@@ -104,6 +108,18 @@ class CaseMetrics:
     burden_group: str
     ceiling_dice: float | None = None
     """Resampling ceiling of the truth on the model's grid (:mod:`hieseg.evaluation.ceiling`), when computed."""
+    truth_lesions: int | None = None
+    """Lesion-wise counts (:mod:`hieseg.evaluation.lesions`); ``None`` in scores written before they existed."""
+    found_lesions: int | None = None
+    pred_lesions: int | None = None
+    true_pred_lesions: int | None = None
+    missed_lt10_mm3: int | None = None
+    missed_10_100_mm3: int | None = None
+    missed_100_1000_mm3: int | None = None
+    missed_ge1000_mm3: int | None = None
+    conspicuous_lesions: int | None = None
+    """Truth lesions of at least 3 voxels with median Z_ADC <= -3; ``None`` when the Z_ADC was not given."""
+    conspicuous_found: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,10 +147,12 @@ def score_case(
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     case_id: str = "",
     compat: str | None = None,
+    zadc: np.ndarray | None = None,
 ) -> CaseMetrics:
     """Score one binary prediction against its truth; arrays ordered (x, y, z), spacing in mm (x, y, z).
 
     ``compat`` (one of ``COMPAT_MODES``) scores the way an official evaluation did, quirks included.
+    With the case's ``zadc`` (same axes), the lesion-wise counts include the conspicuous lesions.
     """
     pred = _as_mask(pred, "prediction")
     truth = _as_mask(truth, "truth")
@@ -160,6 +178,7 @@ def score_case(
         brain_ml=brain_voxels * voxel_ml if brain_voxels is not None else math.nan,
         burden_fraction=fraction,
         burden_group=burden_group(fraction),
+        **dataclasses.asdict(lesion_counts(pred, truth, spacing, zadc)),
     )
 
 
@@ -248,7 +267,8 @@ def summarize(rows: list[CaseMetrics]) -> dict:
     The three burden groups are always listed (statistics ``None`` when a group has no
     case); "unknown" is listed only when some case has it. ``n_one_empty`` counts the cases
     scored by the one-empty-mask rule, whose MASD is the capped value. The resampling
-    ceiling is summarized too (key ``ceiling_dice``) when every case carries one.
+    ceiling is summarized too (key ``ceiling_dice``) when every case carries one, and the lesion-wise counts
+    and rates, pooled over the group's cases (key ``lesion_wise``), when every case carries them.
     """
     groups = list(BURDEN_GROUPS)
     if any(row.burden_group == UNKNOWN_GROUP for row in rows):
@@ -283,6 +303,8 @@ def summary_metrics(rows: list[CaseMetrics]) -> tuple[str, ...]:
 
 def _group_statistics(rows: list[CaseMetrics], metrics: tuple[str, ...]) -> dict:
     statistics: dict = {"n": len(rows)}
+    if rows and all(row.truth_lesions is not None for row in rows):
+        statistics[LESION_WISE] = pooled(dataclasses.asdict(row) for row in rows)
     for name in metrics:
         values = np.array([getattr(row, name) for row in rows], dtype=np.float64)
         values = values[~np.isnan(values)]

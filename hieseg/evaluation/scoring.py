@@ -32,18 +32,21 @@ class Reference:
     """Boolean, axes (x, y, z)."""
     brain: np.ndarray | None
     """Boolean brain (ADC > 0), axes (x, y, z); ``None`` when unknown (burden group "unknown")."""
+    zadc: np.ndarray | None = None
+    """The case's Z_ADC, axes (x, y, z), for the conspicuous lesions; ``None`` when not at hand."""
 
     @classmethod
-    def of(cls, truth_image: sitk.Image, brain: np.ndarray | None = None, case_id: str = "") -> Reference:
-        return cls(case_id, truth_image, to_xyz_array(truth_image, np.uint8).astype(bool), brain)
+    def of(cls, truth_image: sitk.Image, brain: np.ndarray | None = None, case_id: str = "",
+           zadc: np.ndarray | None = None) -> Reference:
+        return cls(case_id, truth_image, to_xyz_array(truth_image, np.uint8).astype(bool), brain, zadc)
 
     @classmethod
     def of_case(cls, case: CaseImages, truth_image: sitk.Image | None = None) -> Reference:
-        """A case's own label (or ``truth_image`` on its grid), its brain taken from its ADC."""
+        """A case's own label (or ``truth_image`` on its grid), its brain taken from its ADC, its Z_ADC."""
         label = truth_image if truth_image is not None else case.label
         if label is None:
             raise ValueError(f"case {case.files.case_id} has no label to score against")
-        return cls.of(label, brain_of(case.adc), case.files.case_id)
+        return cls.of(label, brain_of(case.adc), case.files.case_id, to_xyz_array(case.zadc))
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -61,7 +64,7 @@ class Reference:
         with ``ceiling_spacing``, the truth's resampling ceiling on that grid too."""
         pred = to_xyz_array(mask, np.uint8) if isinstance(mask, sitk.Image) else mask
         metrics = score_case(pred, self.truth, self.spacing, brain=self.brain, nsd_tolerance_mm=nsd_tolerance_mm,
-                             case_id=self.case_id, compat=compat)
+                             case_id=self.case_id, compat=compat, zadc=self.zadc)
         if ceiling_spacing is not None:
             metrics.ceiling_dice = resampling_ceiling(self.truth_image, ceiling_spacing)
         return metrics

@@ -43,9 +43,11 @@ class Predictor:
         self.device = device
         self.settings = settings or config.inference
         self.transforms = inference_transforms(config)
-        if not isinstance(self.transforms.transforms[0], Spacingd):
-            raise ValueError("the inference transforms must start with the resampling (Spacingd)")
-        self._after_resampling = Compose(self.transforms.transforms[1:])
+        steps = list(self.transforms.transforms)
+        resampling = [index for index, step in enumerate(steps) if isinstance(step, Spacingd)]
+        if len(resampling) != 1:
+            raise ValueError("the inference transforms must hold exactly one resampling step (Spacingd)")
+        self._after_resampling = Compose(steps[resampling[0] + 1:])
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, device: torch.device, **overrides: object) -> Predictor:

@@ -37,9 +37,11 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from hieseg.data.burden import BURDEN_GROUPS
+from hieseg.evaluation.lesions import LESION_NOTE, describe_rate
 from hieseg.evaluation.metrics import (
     CEILING_METRIC,
     HIGHER_IS_BETTER,
+    LESION_WISE,
     METRIC_TITLES,
     SUMMARY_METRICS,
     CaseMetrics,
@@ -256,8 +258,9 @@ def command_name(program: Path) -> str:
 def _summary_body(methods: Sequence[MethodRows]) -> str:
     """One table: a block of rows per group (all, then each burden group with cases), one row per method."""
     metrics = [m for m in (*SUMMARY_METRICS, CEILING_METRIC) if any(_has(method.rows, m) for method in methods)]
+    lesion_wise = all(row.truth_lesions is not None for method in methods for row in method.rows)
     header = ["group", "method", "n", *(METRIC_TITLES[m] for m in metrics), "MASD official (mm) (k)",
-              "one empty mask"]
+              "one empty mask", *(("lesions found (F1)", "conspicuous found (recall)") if lesion_wise else ())]
     lines = ["<div class=\"scroll\"><table class=\"summary\"><thead><tr>",
              *(f"<th>{_text(cell)}</th>" for cell in header), "</tr></thead><tbody>"]
     for group in _groups(methods):
@@ -282,6 +285,8 @@ def _summary_body(methods: Sequence[MethodRows]) -> str:
             cells.append("<td>–</td>" if official["mean"] is None else
                          f"<td>{official['mean']:.3f} ({official['n']})</td>")
             cells.append(f"<td>{one_empty_count(rows)}</td>")
+            if lesion_wise:
+                cells += [f"<td>{_text(cell)}</td>" for cell in _lesion_summary(stats.get(LESION_WISE))]
             lines.append("<tr>" + "".join(cells) + "</tr>")
     lines.append("</tbody></table></div>")
     lines.append(
@@ -290,11 +295,23 @@ def _summary_body(methods: Sequence[MethodRows]) -> str:
         "Dice 0, NSD 0 and MASD = the image diagonal (counted under <em>one empty mask</em>); two empty masks "
         "score Dice 1, NSD 1, MASD 0. <em>MASD official</em>: the mean over the k cases whose masks are both "
         "non-empty, as the challenge's script averages. <em>ceiling Dice</em>: the truth after a round trip "
-        "through the model's grid, the best any model on that grid can reach."
+        "through the model's grid, the best any model on that grid can reach. "
+        + (_text(LESION_NOTE) if lesion_wise else "")
         + (" <strong>Bold</strong>: the best method of the group (highest Dice and NSD, lowest MASD)."
            if len(methods) > 1 else "") + "</p>"
     )
     return "\n".join(lines)
+
+
+def _lesion_summary(totals: Mapping | None) -> list[str]:
+    """The lesion-wise cells of a summary row: lesions found with their F1, conspicuous lesions found with recall."""
+    if totals is None:
+        return ["–", "–"]
+    found = f"{totals['found_lesions']}/{totals['truth_lesions']} ({describe_rate(totals['lesion_f1'])})"
+    conspicuous = ("–" if totals["conspicuous_lesions"] is None else
+                   f"{totals['conspicuous_found']}/{totals['conspicuous_lesions']} "
+                   f"({describe_rate(totals['conspicuous_recall'])})")
+    return [found, conspicuous]
 
 
 def _cases_body(methods: Sequence[MethodRows], qc: Mapping[tuple[str, str], str] | None, qc_note: str) -> str:

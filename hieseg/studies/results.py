@@ -17,9 +17,11 @@ import numpy as np
 
 from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
 from hieseg.data.burden import BURDEN_GROUPS
+from hieseg.evaluation.lesions import LESION_HEADER, LESION_NOTE, lesion_cells
 from hieseg.evaluation.metrics import (
     CEILING_METRIC,
     HIGHER_IS_BETTER,
+    LESION_WISE,
     METRIC_TITLES,
     SUMMARY_METRICS,
     CaseMetrics,
@@ -355,6 +357,12 @@ def render_markdown(
             "back as the predictor does), the best Dice any model could reach; it depends on neither network nor "
             "loss.",
         ]
+    if any(LESION_WISE in summary["overall"] for summary in summaries.values()):
+        lines += ["", "## Lesion-wise, all cases", "",
+                  *markdown_table(["network", "loss", *LESION_HEADER],
+                                  [[*method, *lesion_cells(summary["overall"].get(LESION_WISE))]
+                                   for method, summary in summaries.items()]),
+                  "", LESION_NOTE]
     lines += ["", "## Cost", "", *_markdown_cost_table(summaries, costs), "", COST_NOTE]
     for group in BURDEN_GROUPS:
         lines += [

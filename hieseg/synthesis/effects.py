@@ -54,6 +54,8 @@ EFFECTS = (
     "cut",
     "motion",
     "ghosting",
+    "small_lesions",
+    "mild_lesions",
 )
 """Effect names, in the order of their random streams: append new effects at the end only."""
 
@@ -100,6 +102,9 @@ NORMATIVE_STD = {"cerebellum": 130.0, "brainstem": 110.0, "internal_capsule": 12
 FAINT_CORE_FACTOR = 1.15
 FAINT_RIM_FACTOR = 0.85
 """A faint blob's target z is scaled by the first at its core and the second at its rim."""
+MILD_CORE_FACTOR = 0.9
+MILD_RIM_FACTOR = 1.1
+"""A mild blob's ADC ratio is scaled by the first at its core and the second at its rim."""
 SKULL_BASE_DEPTH = 0.25
 """Susceptibility blobs are centred within this normalised depth of the cerebrum's surface."""
 BLOB_ASPECT_SD = 0.25
@@ -243,6 +248,44 @@ class FaintLesions:
 
 
 @dataclass(frozen=True)
+class SmallLesions:
+    """Punctate and small multifocal lesions: a case's default burden is replaced by one drawn log-uniformly
+    from ``burden`` (fractions of the brain), spread over a number of blobs drawn from ``blobs``.
+
+    Punctate white-matter lesions of a few to a few tens of mm^3 are a common HIE pattern that the
+    basic burden floor (0.05 % of the brain, about 200 mm^3) never draws.
+    """
+
+    probability: float
+    burden: Interval
+    blobs: tuple[int, int]
+
+    def draw(self, rng: np.random.Generator) -> Params:
+        low, high = (math.log(bound) for bound in self.burden)
+        return {"burden": float(math.exp(rng.uniform(low, high))),
+                "blobs": int(rng.integers(self.blobs[0], self.blobs[1] + 1))}
+
+
+@dataclass(frozen=True)
+class MildLesions:
+    """Milder restriction, relative to the tissue: each blob, with probability ``blob_probability``, has an
+    ADC of a fraction ``ratio`` of its tissue's normal ADC (x0.9 at its core to x1.1 at its rim) instead of
+    the basic absolute level (450-850).
+
+    Restriction is a reduction of the tissue's own diffusivity, and its degree varies between lesions
+    and with the scan's timing (pseudo-normalisation); a lesion at 0.7 x its white matter is plainly
+    visible and labelled.
+    """
+
+    probability: float
+    blob_probability: float
+    ratio: Ranges
+
+    def draw(self, rng: np.random.Generator) -> Params:
+        return {}
+
+
+@dataclass(frozen=True)
 class _LowAdcBlobs:
     """A random number of low-ADC blobs that are not lesions; where they go is the effect's."""
 
@@ -368,6 +411,8 @@ class RealismProfile:
     cut: CutBrain
     motion: Motion
     ghosting: Ghosting
+    small_lesions: SmallLesions
+    mild_lesions: MildLesions
 
     def probabilities(self) -> dict[str, float]:
         """Each effect's per-case probability."""
@@ -427,6 +472,8 @@ RANDOMISED = RealismProfile(
     cut=CutBrain(probability=0.1, depth_mm=((5.0, 15.0),)),
     motion=Motion(probability=0.3, slice_scaling=((0.03, 0.08),), shift_mm=((0.5, 2.0),)),
     ghosting=Ghosting(probability=0.0, amplitude=((0.03, 0.10),)),
+    small_lesions=SmallLesions(probability=0.25, burden=(0.00002, 0.002), blobs=(2, 10)),
+    mild_lesions=MildLesions(probability=0.4, blob_probability=0.6, ratio=((0.55, 0.8),)),
 )
 """The training profile. Blood products and ghosting have probability 0: held out for SHIFTED."""
 
@@ -457,8 +504,12 @@ SHIFTED = dataclasses.replace(
         resolution_sigma_mm=((1.0, 1.5),),
     ),
     ghosting=dataclasses.replace(RANDOMISED.ghosting, probability=0.4),
+    small_lesions=dataclasses.replace(RANDOMISED.small_lesions, probability=0.0),
+    mild_lesions=dataclasses.replace(RANDOMISED.mild_lesions, probability=0.0),
 )
-"""Out-of-distribution test profile: RANDOMISED with only these differences."""
+"""Out-of-distribution test profile: RANDOMISED with only these differences. Small and mild lesions, added to
+RANDOMISED after SHIFTED was first scored, stay off, so that its cases (and every figure measured on them)
+are those of before."""
 
 BASIC = dataclasses.replace(RANDOMISED.only(), name="basic")
 """Every effect off: today's easy cases, bit for bit."""
@@ -795,6 +846,26 @@ def faint_lesion_adc(
     targets = np.array([draw_from(rng, z) for _ in range(int(blob.max()) + 1)], dtype=np.float32)
     profile = FAINT_CORE_FACTOR + (FAINT_RIM_FACTOR - FAINT_CORE_FACTOR) * relative
     return np.maximum(normal + targets[blob] * std * profile, 1.0).astype(np.float32)
+
+
+def mild_lesion_adc(
+    rng: np.random.Generator,
+    settings: MildLesions,
+    adc: np.ndarray,
+    normal: np.ndarray,
+    blob: np.ndarray,
+    relative: np.ndarray,
+) -> np.ndarray:
+    """Lesion voxels' ADC with some blobs' absolute level replaced by a fraction of the tissue's normal ADC.
+
+    ``adc`` is the basic lesion ADC, ``normal`` the voxels' lesion-free ADC, ``blob`` their blob index
+    and ``relative`` their depth in the blob (0 core .. 1 rim).
+    """
+    blobs = int(blob.max()) + 1
+    mild = rng.random(blobs) < settings.blob_probability
+    ratios = np.array([draw_from(rng, settings.ratio) for _ in range(blobs)], dtype=np.float32)
+    relative_adc = normal * ratios[blob] * (MILD_CORE_FACTOR + (MILD_RIM_FACTOR - MILD_CORE_FACTOR) * relative)
+    return np.where(mild[blob], relative_adc, adc).astype(np.float32)
 
 
 # --- 7. Imperfect skull stripping ----------------------------------------------------------------

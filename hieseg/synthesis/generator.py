@@ -46,6 +46,11 @@ cut brain       p 0.1: 5-15 mm cap off the top or front     same
 motion          p 0.3: slices scaled 1 +/- 3-8 %, odd       same
                 slices shifted in-plane by 0.5-2 mm
 ghosting        never                                       p 0.4: N/2 ghost, 3-10 % of the head signal
+small lesions   p 0.25: burden log-uniform 0.002-0.2 %      never (the profile as first scored)
+                in 2-10 blobs (punctate, multifocal)
+mild lesions    p 0.4: each blob with p 0.6 at 0.55-0.8 x   never
+                its tissue's normal ADC (core x0.9, rim
+                x1.1) instead of 450-850
 ==============  ==========================================  ==============================================
 
 What is modelled / what is not
@@ -94,6 +99,8 @@ Added by the "randomised" and "shifted" profiles (table above):
   "shifted" only, blood products; a lower-ADC internal capsule and corticospinal band (a
   lesion blob may spread into the capsule, never start there).
 * Faint, pseudo-normalised lesions (z -1.5..-3); lesion-free cases with an empty label.
+* In "randomised" only: small punctate, multifocal lesions (down to a few voxels) and mildly restricted
+  blobs at a fraction of their tissue's normal ADC, as real lesions vary in size and degree.
 * Site: ADC scale, noise level and in-plane resolution.
 * Imperfect skull stripping: a leftover shell of non-brain tissue (``TissueClass.NON_BRAIN``;
   ADC > 0 so it is brain for the pipeline, and its Z is strongly negative because the atlas
@@ -377,8 +384,9 @@ def make_case(
         np.random.default_rng(child) for child in streams[: fx.BASIC_STREAMS]
     )
     active = fx.switch_on(realism, streams[fx.BASIC_STREAMS :])
-    if lesion_burden is not None:
+    if lesion_burden is not None:  # an explicit burden overrides the effects that choose one
         active.pop("lesion_free", None)
+        active.pop("small_lesions", None)
     geometry = _draw_geometry(geometry_rng, size, spacing)
     head = _draw_head(anatomy_rng, geometry)
     crop = _crop_around(head, geometry)
@@ -392,11 +400,14 @@ def make_case(
     crop, brain, coordinates = _anatomy_effects(active, head, geometry, crop, brain)
     n_brain = int(brain.mask.sum())
     burden = draw_lesion_burden(lesion_rng) if lesion_burden is None else lesion_burden
+    blobs = None
+    if "small_lesions" in active:
+        burden, blobs = float(active["small_lesions"].params["burden"]), int(active["small_lesions"].params["blobs"])
     if "lesion_free" in active:
         burden = 0.0
     tissue_means = _draw_tissue_means(anatomy_rng)
     _add_effect_tissue_means(active, tissue_means)
-    lesions = _draw_lesions(lesion_rng, brain, crop, burden, n_brain)
+    lesions = _draw_lesions(lesion_rng, brain, crop, burden, n_brain, blobs)
     normal = tissue_means[brain.tissue]
     normative = _normative_model(active, brain, normal, tissue_means, crop)
     clean = normal.copy()
@@ -686,8 +697,10 @@ def _draw_tissue_means(rng: np.random.Generator) -> np.ndarray:
     return table
 
 
-def _draw_lesions(rng: np.random.Generator, brain: _Brain, crop: _Crop, burden: float, n_brain: int) -> _Lesions:
-    """Lesion mask of the crop holding ``burden`` of the brain's voxels, and the lesions' ADC.
+def _draw_lesions(rng: np.random.Generator, brain: _Brain, crop: _Crop, burden: float, n_brain: int,
+                  blobs: int | None = None) -> _Lesions:
+    """Lesion mask of the crop holding ``burden`` of the brain's voxels (in ``blobs`` blobs, else a drawn
+    number), and the lesions' ADC.
 
     Each blob is a randomly oriented ellipsoid whose normalised radius is perturbed by
     smooth noise. Every parenchyma voxel gets a score, its lowest perturbed radius over the
@@ -699,6 +712,7 @@ def _draw_lesions(rng: np.random.Generator, brain: _Brain, crop: _Crop, burden: 
         return _no_lesion(lesion)
     n_target = max(1, round(burden * n_brain))
     n_blobs = int(rng.integers(LESION_BLOBS[0], LESION_BLOBS[1] + 1))
+    n_blobs = n_blobs if blobs is None else blobs
     pattern = LESION_PATTERNS[str(rng.choice(list(LESION_PATTERNS)))]
     volumes = rng.dirichlet(np.full(n_blobs, 1.5)) * n_target * float(np.prod(crop.spacing))
     roughness = _smooth_noise(rng, crop, LESION_NOISE_SCALE_MM)
@@ -990,12 +1004,19 @@ def _normative_model(
 
 
 def _lesion_adc(active: dict[str, fx.ActiveEffect], lesions: _Lesions, normal: np.ndarray, brain: _Brain) -> np.ndarray:
-    """The lesions' ADC: as drawn, or pseudo-normalised (faint) from the tissue's normal ADC and std."""
-    faint = active.get("faint")
-    if faint is None or not lesions.mask.any():
+    """The lesions' ADC: as drawn, pseudo-normalised (faint) from the tissue's normal ADC and std, or with some
+    blobs at a fraction of the tissue's normal ADC (mild)."""
+    faint, mild = active.get("faint"), active.get("mild_lesions")
+    if not lesions.mask.any():
         return lesions.adc
-    std = _std_table()[brain.tissue[lesions.mask]]
-    return fx.faint_lesion_adc(faint.rng, faint.settings.z, normal[lesions.mask], std, lesions.blob, lesions.relative)
+    if faint is not None:
+        std = _std_table()[brain.tissue[lesions.mask]]
+        return fx.faint_lesion_adc(faint.rng, faint.settings.z, normal[lesions.mask], std, lesions.blob,
+                                   lesions.relative)
+    if mild is not None:
+        return fx.mild_lesion_adc(mild.rng, mild.settings, lesions.adc, normal[lesions.mask], lesions.blob,
+                                  lesions.relative)
+    return lesions.adc
 
 
 def _tissue_effects(
