@@ -1,8 +1,6 @@
 """Grand-challenge entry point: segment the one case under /input into /output (see --help)."""
 
-import sys
-
-from hieseg.cli.infer import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_command("infer"))

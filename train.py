@@ -1,11 +1,9 @@
-"""Train the HIE lesion 3D U-Net: ``python train.py --data <root> --loss tversky_hausdorffdt --out model/``.
+"""Train the HIE lesion 3D U-Net: ``python train.py --data <root> --loss tversky_hausdorffdt --out runs/my-model``.
 
-On several GPUs (or CPU processes), one model: ``torchrun --nproc_per_node N train.py --data <root> --out model/``.
+On several GPUs (or CPU processes), one model: ``torchrun --nproc_per_node N train.py --data <root> --out runs/my-model``.
 """
 
-import sys
-
-from hieseg.cli.train import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_command("train"))

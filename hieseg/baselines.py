@@ -1,6 +1,6 @@
-"""``python -m hieseg.baselines``: the command line of :mod:`hieseg.cli.baselines`."""
+"""``python -m hieseg.baselines``: the command line of :mod:`hieseg.cli.baselines`, started by :mod:`hieseg.cli.startup`."""
 
-from hieseg.cli.baselines import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("baselines"))

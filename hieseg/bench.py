@@ -1,6 +1,6 @@
-"""``python -m hieseg.bench``: the command line of :mod:`hieseg.cli.bench`."""
+"""``python -m hieseg.bench``: the command line of :mod:`hieseg.cli.bench`, started by :mod:`hieseg.cli.startup`."""
 
-from hieseg.cli.bench import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("bench"))

@@ -1,6 +1,6 @@
-"""``python -m hieseg.compare``: the command line of :mod:`hieseg.cli.compare`."""
+"""``python -m hieseg.compare``: the command line of :mod:`hieseg.cli.compare`, started by :mod:`hieseg.cli.startup`."""
 
-from hieseg.cli.compare import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("compare"))

@@ -1,6 +1,6 @@
-"""``python -m hieseg.predict``: the command line of :mod:`hieseg.cli.predict`."""
+"""``python -m hieseg.predict``: the command line of :mod:`hieseg.cli.predict`, started by :mod:`hieseg.cli.startup`."""
 
-from hieseg.cli.predict import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("predict"))

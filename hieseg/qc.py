@@ -1,6 +1,6 @@
-"""``python -m hieseg.qc``: the command line of :mod:`hieseg.cli.qc`."""
+"""``python -m hieseg.qc``: the command line of :mod:`hieseg.cli.qc`, started by :mod:`hieseg.cli.startup`."""
 
-from hieseg.cli.qc import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("qc"))

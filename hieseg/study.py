@@ -1,6 +1,6 @@
-"""``python -m hieseg.study``: the command line of :mod:`hieseg.cli.study`."""
+"""``python -m hieseg.study``: the command line of :mod:`hieseg.cli.study`, started by :mod:`hieseg.cli.startup`."""
 
-from hieseg.cli.study import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("study"))

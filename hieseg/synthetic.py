@@ -1,6 +1,6 @@
-"""``python -m hieseg.synthetic``: the command line of :mod:`hieseg.cli.synthetic`."""
+"""``python -m hieseg.synthetic``: the command line of :mod:`hieseg.cli.synthetic`, started by :mod:`hieseg.cli.startup`."""
 
-from hieseg.cli.synthetic import main
+from hieseg.cli.startup import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("synthetic"))

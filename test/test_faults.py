@@ -39,6 +39,7 @@ from hieseg.io.layout import (
     zadc_path,
 )
 from hieseg.synthesis.generator import make_case
+from hieseg.training import trainer
 from hieseg.training.data import check_labels
 from hieseg.training.trainer import Trainer
 
@@ -251,7 +252,7 @@ def test_folder_where_the_mask_goes_is_refused_before_any_work(container, capsys
     assert files_under(container["output"]) == []
 
 
-@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640)])
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600), (0o002, 0o664)])
 def test_the_mask_is_written_with_the_umask_mode(container, mask: int, mode: int) -> None:
     with umask(mask):
         assert inference_cli.main([]) == 0
@@ -440,15 +441,41 @@ def test_a_corrupt_checkpoint_is_refused_on_resume(small_release: Path, tmp_path
     assert checkpoint.read_bytes() == b"truncated"
 
 
-def test_a_fresh_run_starts_new_logs(small_release: Path, tmp_path: Path) -> None:
+def test_logs_without_a_checkpoint_are_refused_not_overwritten(small_release: Path, tmp_path: Path, capsys,
+                                                                no_work) -> None:
     run = tmp_path / "out" / "runs" / "fold0"
     run.mkdir(parents=True)
-    (run / "metrics.csv").write_text("epoch,train_loss,val_dice,learning_rate,seconds\n1,0.5,0.1,0.001,1.0\n")
-    (run / "tensorboard").mkdir()
-    (run / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old")
-    assert train_cli.main(train_args(tmp_path, small_release, tmp_path / "out")) == 0
+    logs = "epoch,train_loss,val_dice,learning_rate,seconds\n1,0.5,0.1,0.001,1.0\n"
+    (run / "metrics.csv").write_text(logs)
+    for argv in ([], ["--resume"]):
+        refused(train_cli.main([*train_args(tmp_path, small_release, tmp_path / "out"), *argv]), capsys,
+                f"{run / 'metrics.csv'}: logs of a run that has no checkpoint (last.ckpt)")
+    assert (run / "metrics.csv").read_text() == logs
+
+
+def test_a_run_stopped_between_its_checkpoint_and_its_logs_resumes_with_every_row(
+    small_release: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    out = tmp_path / "out"
+    argv = train_args(tmp_path, small_release, out)
+    real_write = trainer.write_metrics
+
+    def stopped_before_the_second_epochs_logs(path: Path, history: list) -> None:
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real_write(path, history)
+
+    monkeypatch.setattr(trainer, "write_metrics", stopped_before_the_second_epochs_logs)
+    assert train_cli.main(argv) == 130
+    run = out / "runs" / "fold0"
+    checkpoint = torch.load(run / "last.ckpt", weights_only=True)
+    assert checkpoint["state"]["epoch"] == 2 and metric_epochs(run) == [1]
+    monkeypatch.setattr(trainer, "write_metrics", real_write)
+    assert train_cli.main([*argv, "--resume"]) == 0
     assert metric_epochs(run) == [1, 2]
-    assert not (run / "tensorboard" / "events.out.tfevents.old").exists()
+    with (run / "metrics.csv").open() as handle:
+        assert [float(row["train_loss"]) for row in csv.DictReader(handle)] == [
+            row["train_loss"] for row in checkpoint["history"]]
 
 
 def metric_epochs(run: Path) -> list[int]:

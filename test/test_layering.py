@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "evaluation": 6,
     "reports": 7,
     "training": 8,
+    "interop": 8,
     "benchmark": 9,
     "studies": 9,
     "cli": 10,

@@ -130,19 +130,98 @@ def test_weights_are_loaded_once_for_all_cases(
     assert len(bundle_loads) == 1 and len(list(tmp_path.glob("*.mha"))) == len(CASE_IDS)
 
 
+def earlier_mask(container_cases: Path, case_id: str) -> sitk.Image:
+    """An earlier run's mask of a container case: empty, on the case's ADC grid."""
+    (adc,) = (container_cases / case_id / CONTAINER_ADC_DIR).glob("*.mha")
+    reference = sitk.ReadImage(str(adc))
+    mask = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(reference)
+    return mask
+
+
 def test_existing_masks_are_kept_unless_overwrite(
     container_cases: Path, untrained_model_dir: Path, tmp_path: Path
 ) -> None:
     argv = ["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]
     kept = tmp_path / f"{CASE_IDS[0]}.mha"
-    sitk.WriteImage(sitk.Image(2, 2, 2, sitk.sitkUInt8), str(kept))  # stands for an earlier run's mask
+    sitk.WriteImage(earlier_mask(container_cases, CASE_IDS[0]), str(kept))
     assert predict_cli.main(argv) == 0
-    assert sitk.ReadImage(str(kept)).GetSize() == (2, 2, 2)
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(kept))).any()  # the earlier (empty) mask, kept
     rows = read_table(tmp_path / predict.TABLE_NAME)
     assert rows[CASE_IDS[0]]["status"] == predict.EXISTING and rows[CASE_IDS[1]]["status"] == predict.WRITTEN
     assert predict_cli.main([*argv, "--overwrite"]) == 0
     assert sitk.ReadImage(str(kept)).GetSize() == SMALL_SIZE
     assert {row["status"] for row in read_table(tmp_path / predict.TABLE_NAME).values()} == {predict.WRITTEN}
+
+
+@pytest.mark.parametrize(("leftover", "reason"), [
+    ("text", "no readable image header"),
+    ("other grid", "not on the case's grid: size (96, 96, 20) vs (2, 2, 2)"),
+    ("not binary", "mask must be binary 0/1"),
+])
+def test_a_leftover_that_is_no_mask_of_the_case_is_predicted_again_with_the_reason(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, leftover: str, reason: str
+) -> None:
+    path = tmp_path / f"{CASE_IDS[0]}.mha"
+    if leftover == "text":
+        path.write_text("garbage, not a mask")
+    elif leftover == "other grid":
+        sitk.WriteImage(sitk.Image(2, 2, 2, sitk.sitkUInt8), str(path))
+    else:
+        sitk.WriteImage(earlier_mask(container_cases, CASE_IDS[0]) + 2, str(path))
+    argv = ["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]
+    assert predict_cli.main(argv) == 0
+    row = read_table(tmp_path / predict.TABLE_NAME)[CASE_IDS[0]]
+    assert row["status"] == predict.WRITTEN and reason in row["note"] and str(path) in row["note"]
+    assert sitk.ReadImage(str(path)).GetSize() == SMALL_SIZE
+
+
+def test_the_table_path_is_checked_before_any_case(container_cases: Path, untrained_model_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / predict.TABLE_NAME).mkdir()
+    argv = ["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]
+    assert predict_cli.main(argv) == 2
+    assert "predictions.csv: is a folder, so the file cannot be written there" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.mha"))
+
+
+def test_a_release_case_without_its_partner_is_failed_and_the_others_are_predicted(
+    small_release: Path, untrained_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release = tmp_path / "release"
+    shutil.copytree(small_release, release)
+    case_ids = sorted(p.name[: -len("-ADC_ss.mha")] for p in (release / "1ADC_ss").glob("*.mha"))[:3]
+    for case_id in sorted(p.name[: -len("-ADC_ss.mha")] for p in (release / "1ADC_ss").glob("*.mha"))[3:]:
+        adc_path(release, case_id).unlink()
+        zadc_path(release, case_id).unlink()
+    zadc_path(release, case_ids[1]).unlink()
+    out = tmp_path / "masks"
+    argv = ["--input", str(release), "--output", str(out), *flags(untrained_model_dir)]
+    assert predict_cli.main([*argv, "--strict"]) == 2
+    assert f"case {case_ids[1]}: missing partner file(s): {zadc_path(release, case_ids[1])}" in capsys.readouterr().err
+    assert not out.exists()
+    assert predict_cli.main(argv) == 2
+    assert sorted(p.stem for p in out.glob("*.mha")) == [case_ids[0], case_ids[2]]
+    row = read_table(out / predict.TABLE_NAME)[case_ids[1]]
+    assert row["status"] == predict.FAILED and "missing partner file(s)" in row["error"]
+    assert f"  {case_ids[1]}: case {case_ids[1]}: missing partner file(s)" in capsys.readouterr().err
+
+
+def test_a_run_stopped_by_sigterm_writes_the_table_of_the_finished_cases(
+    container_cases: Path, untrained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = predict.predict_case
+
+    def terminated_on_the_second_case(predictor, job):
+        if job.case_id == CASE_IDS[1]:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(predictor, job)
+
+    monkeypatch.setattr(predict, "predict_case", terminated_on_the_second_case)
+    argv = ["--input", str(container_cases), "--output", str(tmp_path), *flags(untrained_model_dir)]
+    assert predict_cli.main(argv) == 143
+    rows = read_table(tmp_path / predict.TABLE_NAME)
+    assert list(rows) == [CASE_IDS[0]] and rows[CASE_IDS[0]]["status"] == predict.WRITTEN
 
 
 def test_a_bad_case_is_reported_and_the_others_are_written(
@@ -228,7 +307,8 @@ def test_a_worker_without_weights_fails_each_case_with_the_reason_and_loads_once
 ) -> None:
     """What each spawned worker does, here in this process: a bad weights folder is a failed case, not a stop."""
     setup = predict.WorkerSetup(corrupt_model(untrained_model_dir, tmp_path / "model"), ())
-    jobs = predict.find_jobs(container_cases, tmp_path / "masks")
+    jobs, incomplete = predict.find_jobs(container_cases, tmp_path / "masks")
+    assert incomplete == {}
     predict._process_predictor.cache_clear()
     results = [predict.predict_on_device(setup, "cpu", job) for job in jobs]
     predict._process_predictor.cache_clear()

@@ -108,6 +108,7 @@ def test_an_interrupted_run_resumed_equals_an_uninterrupted_one_bit_for_bit(
     assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in uninterrupted.history]
     whole, split = final_weights(tmp_path / "whole"), final_weights(tmp_path / "split")
     assert all(torch.equal(whole[key], split[key]) for key in whole)
+    assert (tmp_path / "whole" / "fold0.pt").read_bytes() == (tmp_path / "split" / "fold0.pt").read_bytes()
 
 
 def test_epochs_draw_different_patches_and_the_same_epoch_the_same_ones(small_cases: list) -> None:

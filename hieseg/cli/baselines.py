@@ -18,21 +18,23 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hieseg.cli.common import run_reporting_errors
+from hieseg.cli.common import CommandParser, add_output_flags, run_reporting_errors
 from hieseg.evaluation.baselines import BASELINES, write_baselines
+from hieseg.runtime.logs import configure_logging
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hieseg.baselines", description="Write the Z_ADC < -2 baselines' masks of every case.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(description="Write the Z_ADC < -2 baselines' masks of every case.")
     parser.add_argument("--data", type=Path, required=True,
                         help="release root (1ADC_ss/, 2Z_ADC/) or container input root (images/...)")
     parser.add_argument("--out", type=Path, required=True, help="writes <out>/<baseline>/<case>.mha")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser.parse_args(argv)
+    add_output_flags(parser)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
 
     def run() -> int:
         count = write_baselines(args.data, args.out, progress=not args.no_progress)

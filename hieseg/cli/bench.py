@@ -15,7 +15,7 @@ from hieseg.benchmark.suite import (
     DEFAULT_SIZES,
     run_benchmark,
 )
-from hieseg.cli.common import run_reporting_errors
+from hieseg.cli.common import CommandParser, add_output_flags, run_reporting_errors
 from hieseg.config.overrides import parse_overrides
 from hieseg.errors import ConfigError
 from hieseg.runtime.logs import configure_logging
@@ -30,7 +30,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Time whole-case inference against a plain sliding-window "
+    parser = CommandParser(description="Time whole-case inference against a plain sliding-window "
                                                  "baseline, batch prediction against a loop of inference.py, "
                                                  "and training steps.")
     parser.add_argument("--model", type=Path, help="weights folder (default: the default model folder if it has "
@@ -48,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"cases of the first size for predict against a loop of inference.py "
                              f"(default {DEFAULT_BATCH_CASES}; 0 skips it)")
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training benchmark")
+    add_output_flags(parser, progress=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
+    configure_logging(args.verbose)
 
     def run() -> int:
         if args.repeats < 1:

@@ -16,10 +16,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from hieseg.config.settings import InferenceConfig
 from hieseg.errors import HiesegError, Terminated
 from hieseg.runtime.shards import Shard
+from hieseg.runtime.versions import command_name
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL_BASE = 128
@@ -63,6 +65,25 @@ def parse_shard(text: str) -> Shard:
     if not (separator and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
         raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, e.g. 0/4, got {text!r}")
     return Shard(int(index), int(count))
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of every command: its usage names the command as it was started (``hieseg-predict``,
+    ``python -m hieseg.predict``, ``inference.py``), and a bad argument is one ``error:`` line, exit 2."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("prog", command_name(Path(sys.argv[0])))
+        super().__init__(**kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def add_output_flags(parser: argparse.ArgumentParser, progress: bool = True) -> None:
+    """The flags every command shares for what it prints: ``--verbose``, and ``--no-progress`` where it shows bars."""
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--verbose", action="store_true", help="log debugging detail")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -51,7 +51,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hieseg.cli.common import run_reporting_errors
+from hieseg.cli.common import CommandParser, add_output_flags, run_reporting_errors
 from hieseg.errors import ConfigError
 from hieseg.evaluation.folders import (
     DEFAULT_OUT_SUBDIR,
@@ -66,13 +66,13 @@ from hieseg.evaluation.metrics import (
     checked_spacing,
     summarize,
 )
-from hieseg.io.images import require_writable
+from hieseg.io.images import PLAUSIBLE_SPACING_MM, require_writable
 from hieseg.reports.pages import method_folders, write_evaluation_report
 from hieseg.runtime.logs import configure_logging
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hieseg.evaluate", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pred", type=Path, required=True, help="folder of predicted masks <case>.mha")
     parser.add_argument(
         "--truth", type=Path, required=True, help="folder of truth masks, or a release root with 3LABEL/"
@@ -100,12 +100,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--html", type=Path, help="also write an HTML report (report.html and its pictures) here")
     parser.add_argument("--beside", type=Path, action="append", default=[], metavar="PRED_DIR",
                         help="another prediction folder shown beside --pred in the HTML report (repeatable)")
-    return parser.parse_args(argv)
+    add_output_flags(parser)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
-    configure_logging()
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     return run_reporting_errors(lambda: _evaluate(args))
 
 
@@ -120,6 +121,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     ceiling_spacing = model_target_spacing(args.model) if args.model is not None else args.ceiling_spacing
     if ceiling_spacing is not None:
         ceiling_spacing = checked_spacing(ceiling_spacing)
+        low, high = PLAUSIBLE_SPACING_MM
+        if not all(low <= step <= high for step in ceiling_spacing):
+            raise ConfigError(f"--ceiling-spacing {' '.join(f'{s:g}' for s in ceiling_spacing)}: each axis must be "
+                              f"within {low:g}-{high:g} mm, the voxel sizes of an MRI grid")
     rows = evaluate_folders(
         args.pred,
         args.truth,
@@ -127,6 +132,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         nsd_tolerance_mm=args.nsd_tolerance,
         allow_missing=args.allow_missing,
         ceiling_spacing=ceiling_spacing,
+        progress=not args.no_progress,
         compat=args.compat,
     )
     settings: dict[str, object] = {"nsd_tolerance_mm": args.nsd_tolerance}
@@ -138,9 +144,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.html is not None:
         scored = {name: rows if folder == args.pred else evaluate_folders(
             folder, args.truth, args.brain, nsd_tolerance_mm=args.nsd_tolerance, allow_missing=args.allow_missing,
-            compat=args.compat) for name, folder in html_methods.items()}
+            progress=not args.no_progress, compat=args.compat) for name, folder in html_methods.items()}
         page = write_evaluation_report(args.html, html_methods, scored, args.truth, args.brain,
-                                 {**settings, "truth": str(args.truth)}, args.allow_missing)
+                                       {**settings, "truth": str(args.truth)}, args.allow_missing)
         print(f"HTML report: {page}")
     overall = summarize(rows)["overall"]
     ceiling = f", ceiling Dice {overall[CEILING_METRIC]['mean']:.3f}" if CEILING_METRIC in overall else ""

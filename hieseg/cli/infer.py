@@ -14,40 +14,41 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
+import SimpleITK as sitk
 
 from hieseg.cli.common import (
+    CommandParser,
     add_model_arguments,
+    add_output_flags,
     inference_overrides,
     run_reporting_errors,
 )
-from hieseg.evaluation.metrics import score_case
+from hieseg.evaluation.scoring import Reference
 from hieseg.inference.predictor import Predictor, segment_case
-from hieseg.io.brain import brain_of
 from hieseg.io.images import (
     check_same_geometry,
     mask_volume_ml,
     read_image,
+    require_binary,
     require_writable,
-    to_xyz_array,
 )
 from hieseg.io.layout import CaseImages, default_model_dir, output_path, read_input_case
 from hieseg.model.weights import load_bundle
-from hieseg.runtime.devices import select_device
+from hieseg.runtime.devices import announce_device, select_device
 from hieseg.runtime.logs import configure_logging
 
 LOG = logging.getLogger("hieseg.inference")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Segment HIE lesions in one BONBID-HIE case (ADC + Z_ADC).")
+    parser = CommandParser(description="Segment HIE lesions in one BONBID-HIE case (ADC + Z_ADC).")
     parser.add_argument("--input", type=Path, default=Path(os.environ.get("HIESEG_INPUT", "/input")),
                         help="input root (env HIESEG_INPUT, default /input)")
     parser.add_argument("--output", type=Path, default=Path(os.environ.get("HIESEG_OUTPUT", "/output")),
                         help="output root (env HIESEG_OUTPUT, default /output)")
     add_model_arguments(parser)
     parser.add_argument("--truth", type=Path, help="optional reference mask: report Dice, MASD and NSD against it")
-    parser.add_argument("--verbose", action="store_true")
+    add_output_flags(parser, progress=False)
     return parser
 
 
@@ -64,21 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         case = read_input_case(args.input)
         truth = _read_truth(args.truth, case) if args.truth else None
         model_dir = args.model or default_model_dir()
+        announce_device(args.device, device)
         bundle = load_bundle(model_dir, device)
         LOG.info("model %s: %d weight file(s) on %s", model_dir, len(bundle.networks), device)
         mask = segment_case(Predictor.from_bundle(bundle, device, **overrides), case, out_path)
         print(f"wrote {out_path} (lesion volume {mask_volume_ml(mask):.2f} ml) "
               f"in {time.perf_counter() - started:.1f} s")
         if truth is not None:
-            scores = score_case(to_xyz_array(mask, np.uint8), truth, case.adc.GetSpacing(),
-                                brain=brain_of(case.adc), case_id=case.files.case_id)
+            scores = Reference.of_case(case, truth).score(mask)
             print(f"against {args.truth}: Dice {scores.dice:.4f}, MASD {scores.masd_mm:.2f} mm, NSD {scores.nsd:.4f}")
         return 0
 
     return run_reporting_errors(run)
 
 
-def _read_truth(path: Path, case: CaseImages) -> np.ndarray:
+def _read_truth(path: Path, case: CaseImages) -> sitk.Image:
     truth = read_image(path)
     check_same_geometry(case.adc, case.files.adc, truth, path)
-    return to_xyz_array(truth, np.uint8)
+    require_binary(truth, path, "reference mask")
+    return truth

@@ -48,7 +48,9 @@ import sys
 from pathlib import Path
 
 from hieseg.cli.common import (
+    CommandParser,
     add_model_arguments,
+    add_output_flags,
     inference_overrides,
     parse_shard,
     run_reporting_errors,
@@ -59,10 +61,11 @@ from hieseg.inference.batch import (
     BatchOutcome,
     CaseJob,
     WorkerSetup,
-    predict_folder,
+    plan_batch,
+    run_batch,
 )
 from hieseg.io.layout import default_model_dir
-from hieseg.runtime.devices import worker_devices
+from hieseg.runtime.devices import announce_device, worker_devices
 from hieseg.runtime.logs import configure_logging
 
 EXIT_SOME_FAILED = 2
@@ -72,7 +75,7 @@ EXIT_BUG = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hieseg.predict", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, required=True,
                         help="a release root (1ADC_ss/, 2Z_ADC/) or a folder of container-layout case folders")
     parser.add_argument("--output", type=Path, required=True, help="folder of the masks <case>.mha")
@@ -83,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", type=parse_shard, metavar="K/N",
                         help="predict only cases K, K+N, K+2N, ... (0 <= K < N), for a job array")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose mask already exists")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse the whole run when a release case lacks a partner file (default: predict the "
+                             "complete cases, list the incomplete ones as failed)")
+    add_output_flags(parser)
     return parser
 
 
@@ -97,9 +103,10 @@ def _predict(args: argparse.Namespace) -> int:
     overrides = inference_overrides(args)
     devices = worker_devices(args.device, args.devices, args.workers)
     model_dir = args.model or default_model_dir()
-    setup = WorkerSetup(Path(model_dir), tuple(overrides.items()))
-    outcome = predict_folder(args.input, args.output, setup, devices, shard=args.shard, overwrite=args.overwrite,
-                             verbose=args.verbose)
+    plan = plan_batch(args.input, args.output, shard=args.shard, overwrite=args.overwrite, strict=args.strict)
+    announce_device(args.device, devices[0])
+    outcome = run_batch(plan, WorkerSetup(Path(model_dir), tuple(overrides.items())), devices, verbose=args.verbose,
+                        progress=not args.no_progress)
     return _report(outcome)
 
 
@@ -116,7 +123,8 @@ def _report(outcome: BatchOutcome) -> int:
         sources = {job.case_id: job.source for job in jobs}
         print(f"error: {len(failed)} case(s) failed:", file=sys.stderr)
         for result in failed:
-            print(f"  {result.case_id} ({sources[result.case_id]}): {result.error}", file=sys.stderr)
+            source = sources[result.case_id]
+            print(f"  {result.case_id}{'' if source is None else f' ({source})'}: {result.error}", file=sys.stderr)
     if died is not None:
         unlisted = "" if isinstance(died.task, CaseJob) else f" ({died})"  # else its case, above, says how
         print(f"error: the run stopped when a worker process died{unlisted}; run it again to predict the cases "

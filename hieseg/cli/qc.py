@@ -16,13 +16,13 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hieseg.cli.common import run_reporting_errors
+from hieseg.cli.common import CommandParser, run_reporting_errors
 from hieseg.io.images import check_same_geometry, read_image, require_writable
 from hieseg.reports.qc import VIEWS, QcSettings, write_qc
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hieseg.qc", description="Draw the quality-control picture of one case.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(description="Draw the quality-control picture of one case.")
     defaults = QcSettings()
     parser.add_argument("--adc", type=Path, required=True, help="skull-stripped ADC image")
     parser.add_argument("--zadc", type=Path, required=True, help="Z_ADC image")
@@ -36,11 +36,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"any of {', '.join(VIEWS)} (default: axial)")
     parser.add_argument("--margin-mm", type=float, default=defaults.margin_mm, help="margin around the brain (mm)")
     parser.add_argument("--nsd-tolerance", type=float, default=defaults.nsd_tolerance_mm, help="NSD tolerance in mm")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
+    args = build_parser().parse_args(argv)
     return run_reporting_errors(lambda: _picture(args))
 
 

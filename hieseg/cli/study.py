@@ -89,7 +89,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hieseg.cli.common import parse_shard, run_reporting_errors
+from hieseg.cli.common import (
+    CommandParser,
+    add_output_flags,
+    parse_shard,
+    run_reporting_errors,
+)
 from hieseg.config.overrides import build_config, parse_overrides
 from hieseg.config.settings import LOSS_NAMES, NETWORK_NAMES, ExperimentConfig
 from hieseg.errors import ConfigError
@@ -109,8 +114,7 @@ from hieseg.studies.runner import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m hieseg.study", description=__doc__.split("\n\n")[0],
+    parser = CommandParser(description=__doc__.split("\n\n")[0],
         epilog="Every run gets the same budget, counted in " + BUDGET_REASON + ". Rerun the same command to resume; "
                "more --losses or --networks extend a study whose other settings are unchanged.",
     )
@@ -144,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", action="store_true",
                         help="train nothing: write the tables and plots of a study whose runs are all finished")
     parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM, help="NSD tolerance in mm")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--verbose", action="store_true")
+    add_output_flags(parser)
     return parser
 
 

@@ -13,7 +13,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hieseg.cli.common import CommandParser, add_output_flags
 from hieseg.io.images import write_image_atomic
+from hieseg.runtime.logs import configure_logging
 from hieseg.synthesis import effects as fx
 from hieseg.synthesis.effects import PROFILES
 from hieseg.synthesis.generator import (
@@ -25,9 +27,8 @@ from hieseg.synthesis.generator import (
 )
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m hieseg.synthetic",
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
         description="Write synthetic BONBID-HIE-like cases (ADC, Z_ADC, lesion label).",
         epilog=_profiles_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,6 +50,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="UUID",
         help="write one case in the grand-challenge container layout (label in OUT/label/UUID.mha)",
     )
+    add_output_flags(parser)
+    return parser
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with the rules between them checked (one ``error:`` line, exit 2, when broken)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.container is None and args.cases is None:
         parser.error("--cases is required unless --container is given")
@@ -79,6 +87,7 @@ def _profiles_help() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the process exit status."""
     args = _parse_args(argv)
+    configure_logging(args.verbose)
     size = tuple(args.size) if args.size else None
     started = time.perf_counter()
     try:
@@ -93,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in (*written, label_file):
                 print(f"wrote {path}")
         else:
-            ids = write_release(args.out, args.cases, seed=args.seed, sizes=size, progress=True, profile=args.profile)
+            ids = write_release(args.out, args.cases, seed=args.seed, sizes=size,
+                                progress=not args.no_progress, profile=args.profile)
             elapsed = time.perf_counter() - started
             print(
                 f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({args.profile} profile) to {args.out} "

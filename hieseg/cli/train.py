@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from hieseg.cli.common import run_reporting_errors
+from hieseg.cli.common import CommandParser, add_output_flags, run_reporting_errors
 from hieseg.config.overrides import build_config, parse_overrides
 from hieseg.config.settings import LOSS_NAMES, ExperimentConfig
 from hieseg.errors import ConfigError
@@ -24,7 +24,7 @@ from hieseg.training.tuning import TUNING_JSON, describe, tune_trained_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         description="Train the HIE lesion 3D U-Net on a BONBID-HIE release folder "
         "(1ADC_ss/, 2Z_ADC/, 3LABEL/).",
     )
@@ -46,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override any config value, e.g. --set train.patch_size=[64,64,32] (repeatable)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--verbose", action="store_true")
+    add_output_flags(parser)
     return parser
 
 

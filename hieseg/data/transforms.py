@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
@@ -41,7 +44,7 @@ from monai.transforms import (
 )
 
 from hieseg.config.settings import AugmentConfig, ExperimentConfig, PreprocessConfig
-from hieseg.errors import ConfigError
+from hieseg.errors import ConfigError, ImageError
 from hieseg.io.brain import brain_mask
 from hieseg.io.images import Geometry, to_xyz_array
 from hieseg.io.layout import CaseImages
@@ -50,8 +53,24 @@ IMAGE = "image"
 LABEL = "label"
 BRAIN = "brain"
 """The brain on the network grid (1 channel, uint8, 1 inside), made by :class:`BrainOnGridd` or :class:`NormalizeInBraind`."""
+MAX_GRID_VOXELS = 2**27
+"""Largest network grid a case may need (about 134 million voxels, 0.5 GB per float channel): the largest release
+case (256 x 256 x 64 at 2 x 2 x 6 mm) needs 35 million on the usual 1 x 1 x 2.9 mm grid."""
 BRAIN_COVER = 0.5
 """A network-grid voxel is brain where the resampled native brain (0/1, bilinear) reaches this."""
+
+
+def check_network_grid(path: Path, image: sitk.Image, target_spacing: Sequence[float]) -> None:
+    """Refuse, before any resampling, an image whose grid of ``target_spacing`` would exceed ``MAX_GRID_VOXELS``,
+    naming its file, its spacing and the grid it would need."""
+    spacing, size = image.GetSpacing(), image.GetSize()
+    grid = [math.ceil(n * step / target) for n, step, target in zip(size, spacing, target_spacing)]
+    if math.prod(grid) > MAX_GRID_VOXELS:
+        raise ImageError(
+            f"{path}: {' x '.join(map(str, size))} voxels of {' x '.join(f'{s:g}' for s in spacing)} mm "
+            f"would need a grid of {' x '.join(map(str, grid))} voxels at "
+            f"{' x '.join(f'{s:g}' for s in target_spacing)} mm, over the {MAX_GRID_VOXELS:,} accepted; "
+            "check the spacing in the image header")
 
 
 def case_to_dict(case: CaseImages) -> dict[str, object]:

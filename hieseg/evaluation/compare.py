@@ -3,10 +3,11 @@
 A model's score means little alone: ``Z_ADC < -2`` (:mod:`hieseg.evaluation.baselines`) is what
 the map gives for free, and the resampling ceiling (:mod:`hieseg.evaluation.ceiling`) is the best
 any model predicting on that model's grid could reach. :func:`compare` predicts every case with
-every weights folder (loaded once, as the container predicts), computes both baselines, scores
-every mask on the native grid as ``python -m hieseg.evaluate`` would, and writes the masks and the
-reports; :func:`summarize_methods` adds the MASD averaged the official script's way. The command
-line is :mod:`hieseg.cli.compare`.
+every weights folder (loaded once, as the container predicts), computes both baselines, reads the
+masks of folders predicted elsewhere (:class:`PredictionFolder`, e.g. nnU-Net's), scores every mask
+on the native grid as ``python -m hieseg.evaluate`` would, and writes the masks and the reports;
+:func:`summarize_methods` adds the MASD averaged the official script's way. The command line is
+:mod:`hieseg.cli.compare`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
 from hieseg.errors import ConfigError
 from hieseg.evaluation.baselines import BASELINES, baseline_mask_image
+from hieseg.evaluation.folders import find_cases
 from hieseg.evaluation.lesions import LESION_HEADER, LESION_NOTE, lesion_cells
 from hieseg.evaluation.metrics import (
     CEILING_METRIC,
@@ -36,7 +40,15 @@ from hieseg.evaluation.metrics import (
 )
 from hieseg.evaluation.scoring import Reference
 from hieseg.inference.predictor import Predictor
-from hieseg.io.images import MHA_SUFFIX, write_atomic, write_image_atomic
+from hieseg.io.images import (
+    MHA_SUFFIX,
+    check_same_geometry,
+    read_image,
+    require_binary,
+    to_xyz_array,
+    write_atomic,
+    write_image_atomic,
+)
 from hieseg.io.layout import CaseFiles, discover_cases, load_case
 from hieseg.io.tables import markdown_table, write_csv_atomic
 from hieseg.model.weights import load_bundle
@@ -48,7 +60,7 @@ COMPARISON_MD = "comparison.md"
 OFFICIAL_MASD = "masd_official_mm"
 """Key, in each group's statistics, of the MASD averaged the official way."""
 ALL_CASES = "all"
-MODEL, BASELINE = "model", "baseline"
+MODEL, BASELINE, PREDICTIONS = "model", "baseline", "predictions"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 """Method names become folder names: letters, digits, '.', '_' and '-', not starting with a dot."""
 CSV_FIELDS = ("method", *(field.name for field in dataclasses.fields(CaseMetrics)))
@@ -66,31 +78,52 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Method:
-    """One compared method: a model (with the grid it predicts on) or a baseline."""
+    """One compared method: a model (with the grid it predicts on), a folder of masks predicted elsewhere, or a
+    baseline."""
 
     name: str
     kind: str
     description: str
     target_spacing: tuple[float, float, float] | None = None
+    masks: Mapping[str, Path] | None = None
+    """A predictions method's masks by case id, scored where they are (None: written by :func:`compare` to
+    :func:`prediction_path`)."""
 
 
-def method_names(model_dirs: Sequence[Path], names: Sequence[str] | None) -> list[str]:
-    """The models' names: ``names`` in order, or the folders' names; unique, folder-safe, no baseline's name."""
+@dataclass(frozen=True)
+class PredictionFolder:
+    """Masks another tool predicted (``--pred``), ``<case>.mha`` (or ``<case>_lesion.mha``) on each case's native
+    grid, e.g. nnU-Net's ``nnUNetv2_predict`` output: scored beside the models, where they are."""
+
+    name: str
+    folder: Path
+    description: str | None = None
+    """What the masks are (default: the folder, "predicted masks")."""
+
+
+def method_names(
+    model_dirs: Sequence[Path], names: Sequence[str] | None, predictions: Sequence[str] = ()
+) -> list[str]:
+    """The models' names (``names`` in order, or the folders' names), then the prediction folders' names;
+    unique, folder-safe, no baseline's name."""
     if names and len(names) != len(model_dirs):
         raise ConfigError(
             f"--name given {len(names)} time(s) for {len(model_dirs)} --model folder(s); give one per model"
         )
     chosen = list(names) if names else [Path(d).resolve().name for d in model_dirs]
-    for name in chosen:
+    kinds = [("model", "--name")] * len(chosen) + [("prediction folder", "--pred NAME=DIR")] * len(predictions)
+    chosen += list(predictions)
+    for name, (kind, flag) in zip(chosen, kinds):
         if not NAME_PATTERN.match(name):
             raise ConfigError(
-                f"model name {name!r} cannot name a folder; use letters, digits, '.', '_' or '-' (--name)"
+                f"{kind} name {name!r} cannot name a folder; use letters, digits, '.', '_' or '-' ({flag})"
             )
         if name in BASELINES:
-            raise ConfigError(f"model name {name!r} is a baseline's name; choose another with --name")
+            raise ConfigError(f"{kind} name {name!r} is a baseline's name; choose another with {flag}")
     duplicates = sorted({name for name in chosen if chosen.count(name) > 1})
     if duplicates:
-        raise ConfigError(f"two models are named {', '.join(duplicates)}; name them apart with --name")
+        flags = "--name" + (" or --pred NAME=DIR" if predictions else "")
+        raise ConfigError(f"two methods are named {', '.join(duplicates)}; name them apart with {flags}")
     return chosen
 
 
@@ -100,6 +133,7 @@ def compare(
     out: Path,
     *,
     names: Sequence[str] | None = None,
+    predictions: Sequence[PredictionFolder] = (),
     device: torch.device,
     tta: bool | None = None,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
@@ -108,13 +142,17 @@ def compare(
     """Predict, compute the baselines, score everything and write the masks and the three reports.
 
     Each mask is scored as it is made (:class:`~hieseg.evaluation.scoring.Reference`), with the
-    numbers ``python -m hieseg.evaluate`` gives for its file.
+    numbers ``python -m hieseg.evaluate`` gives for its file. The masks of ``predictions`` are read
+    from their folders, checked as ``python -m hieseg.evaluate`` checks them (the truth's grid, 0/1)
+    and scored through the same :class:`~hieseg.evaluation.scoring.Reference`; a folder missing a
+    case's mask is refused before any prediction.
     """
     data, out = Path(data), Path(out)
-    if not model_dirs:
-        raise ConfigError("give at least one --model weights folder")
-    model_names = method_names(model_dirs, names)
+    if not model_dirs and not predictions:
+        raise ConfigError("give at least one --model weights folder or --pred masks folder")
+    model_names = method_names(model_dirs, names, [p.name for p in predictions])[: len(model_dirs)]
     files = discover_cases(data)
+    predicted = {p.name: predicted_masks(p.folder, data) for p in predictions}
     overrides = {} if tta is None else {"tta_flips": tta}
     predictors = {}
     methods = []
@@ -123,6 +161,8 @@ def compare(
         predictors[name] = Predictor.from_bundle(bundle, device, **overrides)
         spacing = tuple(bundle.config.preprocess.target_spacing)
         methods.append(Method(name, MODEL, _describe_model(model_dir, predictors[name]), spacing))
+    methods += [Method(p.name, PREDICTIONS, p.description or f"{p.folder}: predicted masks", masks=predicted[p.name])
+                for p in predictions]
     methods += [Method(name, BASELINE, baseline.description) for name, baseline in BASELINES.items()]
 
     rows: dict[str, list[CaseMetrics]] = {method.name: [] for method in methods}
@@ -132,8 +172,13 @@ def compare(
         masks = {name: predictor.mask_image(case) for name, predictor in predictors.items()}
         masks.update({name: baseline_mask_image(name, case.zadc) for name in BASELINES})
         for method in methods:
-            write_image_atomic(masks[method.name], prediction_path(out, method.name, files_of_case.case_id))
-            rows[method.name].append(reference.score(masks[method.name], nsd_tolerance_mm=nsd_tolerance_mm,
+            if method.masks is not None:
+                mask: np.ndarray | sitk.Image = read_predicted_mask(
+                    method.masks[files_of_case.case_id], case.label, files_of_case.label)
+            else:
+                mask = masks[method.name]
+                write_image_atomic(mask, prediction_path(out, method.name, files_of_case.case_id))
+            rows[method.name].append(reference.score(mask, nsd_tolerance_mm=nsd_tolerance_mm,
                                                      ceiling_spacing=method.target_spacing))
     settings = {
         "data": str(data),
@@ -150,6 +195,27 @@ def compare(
 def prediction_path(out: Path, method: str, case_id: str) -> Path:
     """Where a method's mask of a case is written under the comparison's folder."""
     return Path(out) / PREDICTIONS_DIR / method / f"{case_id}{MHA_SUFFIX}"
+
+
+def mask_path(out: Path, method: Method, case_id: str) -> Path:
+    """Where a compared method's mask of a case is: its own file for a predictions method, else under ``out``."""
+    return method.masks[case_id] if method.masks is not None else prediction_path(out, method.name, case_id)
+
+
+def predicted_masks(folder: Path, data: Path) -> dict[str, Path]:
+    """The mask of every case of the release ``data`` in ``folder``, by case id, found as ``python -m
+    hieseg.evaluate`` finds them; a missing folder or case is an :class:`~hieseg.errors.EvaluationError`
+    naming them all."""
+    return {case.case_id: case.pred for case in find_cases(Path(folder), Path(data)) if case.pred is not None}
+
+
+def read_predicted_mask(path: Path, truth: sitk.Image, truth_path: Path) -> np.ndarray:
+    """A mask predicted elsewhere, read and checked as ``python -m hieseg.evaluate`` reads it: on the truth's grid
+    (size, spacing, origin, direction) and 0/1; boolean, axes (x, y, z)."""
+    image = read_image(path)
+    check_same_geometry(truth, truth_path, image, path)
+    require_binary(image, path)
+    return to_xyz_array(image, np.uint8).astype(bool)
 
 
 def summarize_methods(

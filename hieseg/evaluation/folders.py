@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
+from hieseg.data.transforms import check_network_grid
 from hieseg.errors import EvaluationError, ImageError
 from hieseg.evaluation.lesions import LESION_HEADER, LESION_NOTE, lesion_cells
 from hieseg.evaluation.metrics import (
@@ -163,6 +164,8 @@ def score_sources(
         zadc_image = read_image(case.zadc)
         check_same_geometry(truth_image, case.truth, zadc_image, case.zadc)
         zadc = to_xyz_array(zadc_image)
+    if ceiling_spacing is not None:
+        check_network_grid(case.truth, truth_image, ceiling_spacing)
     reference = Reference.of(truth_image, brain, case.case_id, zadc)
     return reference.score(np.zeros_like(reference.truth) if pred is None else pred, nsd_tolerance_mm=nsd_tolerance_mm,
                            ceiling_spacing=ceiling_spacing, compat=compat)

@@ -11,9 +11,7 @@ process that dies stops the run (:class:`~hieseg.runtime.pool.WorkerDied`), the 
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import logging
 import os
 import sys
@@ -28,16 +26,26 @@ from tqdm import tqdm
 
 from hieseg.errors import DatasetError, HiesegError
 from hieseg.inference.predictor import Predictor, segment_case
-from hieseg.io.images import MHA_SUFFIX, mask_volume_ml, require_writable, write_atomic
+from hieseg.io.images import (
+    MHA_SUFFIX,
+    Geometry,
+    mask_volume_ml,
+    read_geometry,
+    read_image,
+    require_binary,
+    require_writable,
+)
 from hieseg.io.layout import (
     ADC_DIR,
     CaseFiles,
     CaseImages,
     container_interface,
-    discover_cases,
+    find_cases,
     load_case,
     read_input_case,
+    single_image,
 )
+from hieseg.io.tables import write_csv_atomic
 from hieseg.model.weights import load_bundle
 from hieseg.runtime import pool
 from hieseg.runtime.shards import Shard
@@ -66,8 +74,16 @@ class CaseJob:
         return read_input_case(self.container_dir)
 
     @property
-    def source(self) -> Path:
-        return self.release_files.adc if self.release_files is not None else self.container_dir  # type: ignore[return-value]
+    def source(self) -> Path | None:
+        """Where the case's images are (``None`` for an incomplete case, whose error names its files)."""
+        return self.release_files.adc if self.release_files is not None else self.container_dir
+
+    def adc_path(self) -> Path:
+        """The case's ADC file, whose grid its mask must have."""
+        if self.release_files is not None:
+            return self.release_files.adc
+        assert self.container_dir is not None
+        return single_image(self.container_dir / container_interface().adc_dir)
 
     def __str__(self) -> str:
         return f"case {self.case_id}"
@@ -84,6 +100,8 @@ class CaseResult:
     device: str = ""
     mask: str = ""
     error: str = ""
+    note: str = ""
+    """Why a case was predicted again although a file stood at its mask's path."""
     bug: bool = False
     """The failure was not an input error (a :class:`~hieseg.errors.HiesegError`) but an unexpected exception."""
 
@@ -97,14 +115,17 @@ class WorkerSetup:
     """The inference settings given on the command line, as (name, value) pairs."""
 
 
-def find_jobs(input_root: Path, output_root: Path) -> list[CaseJob]:
-    """The cases of a release root or of a folder of container-layout cases, sorted by case id."""
+def find_jobs(input_root: Path, output_root: Path) -> tuple[list[CaseJob], dict[str, str]]:
+    """The cases of a release root or of a folder of container-layout cases, sorted by case id, and the release's
+    incomplete cases with what they lack (a container-layout case's problems surface when it is read)."""
     input_root = Path(input_root)
     if not input_root.is_dir():
-        raise DatasetError(f"{input_root}: input folder not found")
+        problem = "is a file, not the input folder" if input_root.exists() else "input folder not found"
+        raise DatasetError(f"{input_root}: {problem}")
     if (input_root / ADC_DIR).is_dir():
+        cases, incomplete = find_cases(input_root, require_labels=False)
         return [CaseJob(files.case_id, _mask_path(output_root, files.case_id), release_files=files)
-                for files in discover_cases(input_root, require_labels=False)]
+                for files in cases], incomplete
     adc_dir = container_interface().adc_dir
     folders = sorted(p for p in input_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     cases = [folder for folder in folders if (folder / adc_dir).is_dir()]
@@ -115,7 +136,7 @@ def find_jobs(input_root: Path, output_root: Path) -> list[CaseJob]:
     if strays:
         LOG.warning("%d folder(s) of %s hold no %s/ and are not cases: %s", len(strays), input_root, adc_dir,
                     ", ".join(strays))
-    return [CaseJob(folder.name, _mask_path(output_root, folder.name), container_dir=folder) for folder in cases]
+    return [CaseJob(folder.name, _mask_path(output_root, folder.name), container_dir=folder) for folder in cases], {}
 
 
 def _mask_path(output_root: Path, case_id: str) -> Path:
@@ -199,17 +220,80 @@ def table_name(shard: Shard | None) -> str:
 
 
 def write_table(results: Sequence[CaseResult], path: Path) -> None:
-    """The per-case table (case id, status, seconds, lesion ml, device, mask, error), sorted by case, atomically."""
+    """The per-case table (case id, status, seconds, lesion ml, device, mask, error, note), sorted by case,
+    atomically."""
     names = [field.name for field in fields(CaseResult) if field.name != "bug"]
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=names, extrasaction="ignore")
-    writer.writeheader()
+    rows = []
     for result in sorted(results, key=lambda r: r.case_id):
         row = asdict(result)
         row["seconds"] = "" if result.seconds is None else f"{result.seconds:.3f}"
         row["lesion_ml"] = "" if result.lesion_ml is None else f"{result.lesion_ml:.4f}"
-        writer.writerow(row)
-    write_atomic(path, lambda temporary: temporary.write_text(table.getvalue(), newline=""))
+        rows.append(row)
+    write_csv_atomic(path, names, rows, ignore_extra=True)
+
+
+def existing_mask_problem(job: CaseJob) -> str:
+    """Why the file at a job's mask path is not its mask ('' when it is): unreadable, not 0/1, another grid."""
+    try:
+        mask = read_image(job.mask)
+        require_binary(mask, job.mask)
+        expected = read_geometry(job.adc_path())
+    except HiesegError as exc:
+        return str(exc)
+    differences = expected.differences(Geometry.of(mask))
+    return f"{job.mask}: not on the case's grid: {'; '.join(differences)}" if differences else ""
+
+
+@dataclass
+class BatchPlan:
+    """What a batch run will do, decided before any case is predicted."""
+
+    jobs: list[CaseJob]
+    """Every case of the run (of its shard), complete or not."""
+    todo: list[CaseJob]
+    done: list[CaseResult]
+    """The cases already settled: masks kept, and incomplete cases failed with what they lack."""
+    notes: dict[str, str]
+    """Per case to predict again, why the file at its mask path was not kept."""
+    table: Path
+
+
+def plan_batch(input_root: Path, output_root: Path, *, shard: Shard | None = None, overwrite: bool = False,
+               strict: bool = False) -> BatchPlan:
+    """Check the outputs (folder and table), find the cases, and sort them into kept, incomplete and to predict.
+
+    A mask already at its path is kept only if it reads as a 0/1 mask on its case's grid; anything else
+    there is predicted again, with the reason in the table's ``note``. An incomplete case of a release
+    (a missing partner file) is failed with what it lacks while the others are predicted, or, ``strict``,
+    refuses the whole run.
+    """
+    output_root = Path(output_root)
+    table = output_root / table_name(shard)
+    require_writable(output_root, folder=True)
+    require_writable(table)
+    jobs, incomplete = find_jobs(input_root, output_root)
+    if strict and incomplete:
+        case_id, problem = next(iter(incomplete.items()))
+        raise DatasetError(f"case {case_id}: {problem}")
+    jobs += [CaseJob(case_id, _mask_path(output_root, case_id)) for case_id in incomplete]
+    jobs.sort(key=lambda job: job.case_id)
+    if shard is not None:
+        jobs = shard.take(jobs)
+    done = [CaseResult(job.case_id, FAILED, error=f"case {job.case_id}: {incomplete[job.case_id]}")
+            for job in jobs if job.case_id in incomplete]
+    failed = len(done)
+    todo, notes = [], {}
+    for job in (job for job in jobs if job.case_id not in incomplete):
+        if overwrite or not job.mask.exists():
+            todo.append(job)
+        elif problem := existing_mask_problem(job):
+            notes[job.case_id] = f"the file at the mask's path was not kept ({problem})"
+            todo.append(job)
+        else:
+            done.append(CaseResult(job.case_id, EXISTING, mask=str(job.mask)))
+    LOG.info("%d case(s)%s: %d to predict, %d kept, %d incomplete", len(jobs), f" in shard {shard}" if shard else "",
+             len(todo), len(done) - failed, failed)
+    return BatchPlan(jobs, todo, done, notes, table)
 
 
 @dataclass
@@ -224,49 +308,30 @@ class BatchOutcome:
     """Set when a worker process died and stopped the run."""
 
 
-def predict_folder(
-    input_root: Path,
-    output_root: Path,
-    setup: WorkerSetup,
-    devices: Sequence[str],
-    *,
-    shard: Shard | None = None,
-    overwrite: bool = False,
-    verbose: bool = False,
-) -> BatchOutcome:
-    """Predict every case of ``input_root`` whose mask is not written yet, then write the per-case table.
-
-    The output folder is checked before any case is read; one worker process per entry of
-    ``devices`` (this process for one entry).
-    """
-    output_root = Path(output_root)
-    require_writable(output_root, folder=True)
-    jobs = find_jobs(input_root, output_root)
-    if shard is not None:
-        jobs = shard.take(jobs)
-    existing = [] if overwrite else [job for job in jobs if job.mask.exists()]
-    kept = {job.case_id for job in existing}
-    todo = [job for job in jobs if job.case_id not in kept]
-    LOG.info("%d case(s)%s: %d to predict, %d already written", len(jobs),
-             f" in shard {shard}" if shard else "", len(todo), len(existing))
-    results = [CaseResult(job.case_id, EXISTING, mask=str(job.mask)) for job in existing]
-    output_root.mkdir(parents=True, exist_ok=True)
-    workers = list(devices[: max(1, len(todo))])
+def run_batch(plan: BatchPlan, setup: WorkerSetup, devices: Sequence[str], *, verbose: bool = False,
+              progress: bool = True) -> BatchOutcome:
+    """Predict the plan's cases (this process for one device, one worker process per entry of ``devices``
+    otherwise), then write the per-case table. A run stopped by Ctrl-C or SIGTERM writes the table of the
+    cases finished so far before it ends."""
+    results = list(plan.done)
+    plan.table.parent.mkdir(parents=True, exist_ok=True)
+    workers = list(devices[: max(1, len(plan.todo))])
     started = time.perf_counter()
     died: pool.WorkerDied | None = None
-    if todo:
-        with tqdm(total=len(todo), desc="predicting", unit="case") as bar:
-            try:
-                for result in run_jobs(todo, setup, workers, verbose):
-                    _record(result, results, bar)
-            except pool.WorkerDied as exc:  # the run stops; the cases done still go to the table
-                died = exc
-                if isinstance(exc.task, CaseJob):
-                    _record(CaseResult(exc.task.case_id, FAILED, error=str(exc), bug=True), results, bar)
-    elapsed = time.perf_counter() - started
-    table = output_root / table_name(shard)
-    write_table(results, table)
-    return BatchOutcome(jobs, results, elapsed, table, died)
+    try:
+        if plan.todo:
+            with tqdm(total=len(plan.todo), desc="predicting", unit="case", disable=not progress) as bar:
+                try:
+                    for result in run_jobs(plan.todo, setup, workers, verbose):
+                        result.note = plan.notes.get(result.case_id, "")
+                        _record(result, results, bar)
+                except pool.WorkerDied as exc:  # the run stops; the cases done still go to the table
+                    died = exc
+                    if isinstance(exc.task, CaseJob):
+                        _record(CaseResult(exc.task.case_id, FAILED, error=str(exc), bug=True), results, bar)
+    finally:
+        write_table(results, plan.table)
+    return BatchOutcome(plan.jobs, results, time.perf_counter() - started, plan.table, died)
 
 
 def _record(result: CaseResult, results: list[CaseResult], bar: tqdm) -> None:

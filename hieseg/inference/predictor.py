@@ -20,7 +20,12 @@ from monai.transforms import Compose, Spacingd
 
 from hieseg.config.settings import ExperimentConfig, InferenceConfig
 from hieseg.data.resampling import invert_resampling_on_support
-from hieseg.data.transforms import IMAGE, case_to_dict, inference_transforms
+from hieseg.data.transforms import (
+    IMAGE,
+    case_to_dict,
+    check_network_grid,
+    inference_transforms,
+)
 from hieseg.inference.postprocess import final_mask
 from hieseg.io.brain import brain_of
 from hieseg.io.images import from_xyz_array, write_image_atomic
@@ -62,6 +67,7 @@ class Predictor:
 
     def preprocess(self, case: CaseImages) -> MetaTensor:
         """The resampled, normalised, brain-cropped 2-channel input, carrying its inversion record."""
+        check_network_grid(case.files.adc, case.adc, self.config.preprocess.target_spacing)
         return self.transforms(case_to_dict(case))[IMAGE]
 
     def predict(self, network_input: MetaTensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ command line can print it as is and exit with status 2.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -29,6 +30,8 @@ PROBE_PREFIX = ".hieseg-probe-"
 MHA_SUFFIX = ".mha"
 """The one image format the project reads and writes (MetaImage, as the challenge uses)."""
 MM3_PER_ML = 1000.0
+PLAUSIBLE_SPACING_MM = (0.1, 20.0)
+"""Voxel sizes of a clinical MRI acquisition: finer or coarser on any axis means a wrong header (units, a typo)."""
 _SHORT_READ = re.compile(r"ideal\s*=\s*(\d+)\s*:\s*actual\s*=\s*(\d+)")
 """MetaIO's report of a data block shorter than its header announces (written to stderr)."""
 
@@ -80,7 +83,7 @@ def read_image(path: Path, *, require_finite: bool = True) -> sitk.Image:
     """Read a 3D scalar image, failing with a message that names the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{path}: file not found")
+        raise ImageError(f"{path}: {_not_a_file(path)}")
     with _stderr_captured() as reader_messages:
         try:
             image = sitk.ReadImage(str(path))
@@ -102,6 +105,33 @@ def read_image(path: Path, *, require_finite: bool = True) -> sitk.Image:
             bad = int(np.size(array) - np.isfinite(array).sum())
             raise ImageError(f"{path}: contains {bad} NaN or infinite voxel(s)")
     return image
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is no readable file, in words: a folder, a broken or looping link, or nothing at all."""
+    if path.is_dir():
+        return "is a folder, not an image file"
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # Python raises RuntimeError for a loop before 3.13, OSError since
+            if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+                return "a symbolic link that loops back on itself"
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return "file not found"
+
+
+def read_geometry(path: Path) -> Geometry:
+    """The geometry an image file's header announces, without reading its voxels (:class:`ImageError` if none)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with _stderr_captured():
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise ImageError(f"{path}: no readable image header") from exc
+    return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                    tuple(reader.GetDirection()))
 
 
 def _read_failure(path: Path, reader_messages: str) -> str:
@@ -154,6 +184,19 @@ def require_binary(image: sitk.Image, path: Path, what: str = "mask") -> None:
     values = np.unique(sitk.GetArrayViewFromImage(image))
     if not np.isin(values, (0, 1)).all():
         raise ImageError(f"{path}: {what} must be binary 0/1, found values {values[:8].tolist()}")
+
+
+def check_plausible_spacing(image: sitk.Image, path: Path) -> None:
+    """Refuse an image whose voxel size is outside ``PLAUSIBLE_SPACING_MM`` on some axis, naming the file.
+
+    Such a header (mm read as m, 100 mm slices) would make the resampling to the network grid
+    allocate terabytes, or leave a brain of a few voxels: an error, not a prediction.
+    """
+    low, high = PLAUSIBLE_SPACING_MM
+    spacing = image.GetSpacing()
+    if not all(low <= step <= high for step in spacing):
+        raise ImageError(f"{path}: voxel size {plain_numbers(spacing)} mm is outside the {low:g}-{high:g} mm of an "
+                         "MRI acquisition on some axis; check the spacing in the image header")
 
 
 def check_same_geometry(reference: sitk.Image, reference_path: Path, other: sitk.Image, other_path: Path) -> None:

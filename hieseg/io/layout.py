@@ -29,7 +29,13 @@ import SimpleITK as sitk
 from hieseg.config.settings import CONFIG_FILENAME
 from hieseg.errors import DatasetError, ImageError, ModelError
 from hieseg.io.brain import check_brain
-from hieseg.io.images import MHA_SUFFIX, check_same_geometry, read_image, require_binary
+from hieseg.io.images import (
+    MHA_SUFFIX,
+    check_plausible_spacing,
+    check_same_geometry,
+    read_image,
+    require_binary,
+)
 
 ADC_DIR = "1ADC_ss"
 ZADC_DIR = "2Z_ADC"
@@ -113,9 +119,21 @@ def label_path(root: Path, case_id: str) -> Path:
 
 def discover_cases(root: Path, *, require_labels: bool = True) -> list[CaseFiles]:
     """List the cases of a release folder, sorted by id, after checking every partner exists."""
+    cases, incomplete = find_cases(root, require_labels=require_labels)
+    if incomplete:
+        case_id, problem = next(iter(incomplete.items()))
+        raise DatasetError(f"case {case_id}: {problem}")
+    return cases
+
+
+def find_cases(root: Path, *, require_labels: bool = True) -> tuple[list[CaseFiles], dict[str, str]]:
+    """The complete cases of a release folder, sorted by id, and each incomplete one's missing partners.
+
+    A folder that is not a release root (or holds no case at all) is a :class:`DatasetError`.
+    """
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: data folder not found")
+        raise DatasetError(f"{root}: {'is a file, not a data folder' if root.exists() else 'data folder not found'}")
     adc_dir = root / ADC_DIR
     if not adc_dir.is_dir():
         raise DatasetError(f"{root}: missing the {ADC_DIR}/ folder of the BONBID-HIE layout")
@@ -125,7 +143,7 @@ def discover_cases(root: Path, *, require_labels: bool = True) -> list[CaseFiles
         ids |= _ids_in(root / LABEL_DIR, rf"^(.+){re.escape(LABEL_SUFFIX)}$")
     if not ids:
         raise DatasetError(f"{root}: no cases found (expected {ADC_DIR}/<case>{ADC_SUFFIX})")
-    cases = []
+    cases, incomplete = [], {}
     for case_id in sorted(ids):
         files = CaseFiles(
             case_id=case_id,
@@ -135,11 +153,10 @@ def discover_cases(root: Path, *, require_labels: bool = True) -> list[CaseFiles
         )
         missing = [p for p in (files.adc, files.zadc, files.label) if p is not None and not p.is_file()]
         if missing:
-            raise DatasetError(
-                f"case {case_id}: missing partner file(s): " + ", ".join(str(p) for p in missing)
-            )
-        cases.append(files)
-    return cases
+            incomplete[case_id] = "missing partner file(s): " + ", ".join(str(p) for p in missing)
+        else:
+            cases.append(files)
+    return cases, incomplete
 
 
 def _ids_in(folder: Path, pattern: str) -> set[str]:
@@ -156,6 +173,7 @@ def load_case(files: CaseFiles) -> CaseImages:
     """
     try:
         adc = read_image(files.adc)
+        check_plausible_spacing(adc, files.adc)
         zadc = read_image(files.zadc)
         check_same_geometry(adc, files.adc, zadc, files.zadc)
         label = None
@@ -170,23 +188,39 @@ def load_case(files: CaseFiles) -> CaseImages:
 
 
 def single_image(folder: Path) -> Path:
-    """The one .mha file of an input folder; zero or several is an error that names the folder."""
+    """The one .mha file of an input folder; zero or several is an error that names the folder.
+
+    Hidden files (a name starting with a dot, which file managers and copies leave) are ignored, and
+    named when nothing else is there, as a file called ``.mha`` or ``...mha`` is hidden too.
+    """
     if not folder.is_dir():
-        raise ImageError(f"{folder}: input folder not found")
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        raise ImageError(f"{folder}: {'is a file, not a folder' if folder.exists() else 'input folder not found'}")
+    every = sorted(folder.iterdir())
+    entries = [p for p in every if not p.name.startswith(".")]
     images = [p for p in entries if p.suffix == MHA_SUFFIX]
     if len(images) != 1 or len(entries) != 1:
         listing = ", ".join(p.name for p in entries) or "nothing"
-        raise ImageError(f"{folder}: expected exactly one {MHA_SUFFIX} file, found {listing}")
+        hidden = [p.name for p in every if p.name.startswith(".")]
+        ignored = f" (hidden, so ignored: {', '.join(hidden)})" if hidden and not entries else ""
+        raise ImageError(f"{folder}: expected exactly one {MHA_SUFFIX} file, found {listing}{ignored}")
     return images[0]
+
+
+def check_input_root(input_root: Path) -> None:
+    """Refuse an input root that is missing or a file, naming it, before looking for the images inside."""
+    if not input_root.is_dir():
+        problem = "is a file, not the input folder" if input_root.exists() else "input folder not found"
+        raise ImageError(f"{input_root}: {problem}")
 
 
 def read_input_case(input_root: Path) -> CaseImages:
     """Read and check the ADC and Z_ADC of the container's single case (see :func:`hieseg.io.brain.check_brain`)."""
+    check_input_root(input_root)
     interface = container_interface()
     adc_file = single_image(input_root / interface.adc_dir)
     zadc_file = single_image(input_root / interface.zadc_dir)
     adc = read_image(adc_file)
+    check_plausible_spacing(adc, adc_file)
     zadc = read_image(zadc_file)
     check_same_geometry(adc, adc_file, zadc, zadc_file)
     check_brain(adc, adc_file, zadc, zadc_file)
@@ -196,6 +230,7 @@ def read_input_case(input_root: Path) -> CaseImages:
 
 def output_path(input_root: Path, output_root: Path) -> Path:
     """Where the container's mask goes: the output folder of the interface, under the ADC file's name."""
+    check_input_root(input_root)
     interface = container_interface()
     return output_root / interface.output_dir / single_image(input_root / interface.adc_dir).name
 

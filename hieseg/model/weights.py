@@ -6,6 +6,7 @@ settings; a file that is not such weights is a :class:`~hieseg.errors.ModelError
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from hieseg.model.network import build_network, network_of_state
 from hieseg.model.provenance import warn_on_version_drift
 
 WEIGHTS_PATTERN = "*.pt"
+DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError)
+"""What ``torch.load`` raises for an empty, truncated, corrupt or foreign file (not a zip archive of tensors)."""
 
 
 @dataclass
@@ -55,7 +58,9 @@ def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> 
     network = build_network(config)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types (pickle, zip, EOF) for a damaged file
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except DAMAGED_FILE_ERRORS as exc:
         raise ModelError(f"{path}: unreadable weights file ({path.stat().st_size} bytes): not a state dict "
                          "saved by train.py, or truncated or corrupt") from exc
     problem = _state_mismatch(network.state_dict(), state)

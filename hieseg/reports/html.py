@@ -64,7 +64,7 @@ from hieseg.reports.qc import (
     QcSettings,
     write_qc,
 )
-from hieseg.runtime.versions import PACKAGE_DIR, code_state, library_versions
+from hieseg.runtime.versions import code_state, command_name, library_versions
 
 REPORT_HTML = "report.html"
 BOXPLOTS_PNG = "boxplots.png"
@@ -245,14 +245,6 @@ def versions() -> dict[str, str]:
         found["git commit"] = commit + (" with local changes" if dirty else "")
     found["command"] = " ".join([command_name(Path(sys.argv[0])), shlex.join(sys.argv[1:])]).strip()
     return found
-
-
-def command_name(program: Path) -> str:
-    """How a command was started: ``python -m hieseg.<module>`` for one of the package's, else its file's name."""
-    path = program.resolve()
-    if not path.is_relative_to(PACKAGE_DIR):
-        return program.name
-    return "python -m " + ".".join(["hieseg", *path.relative_to(PACKAGE_DIR).with_suffix("").parts])
 
 
 def _summary_body(methods: Sequence[MethodRows]) -> str:

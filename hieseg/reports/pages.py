@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hieseg.errors import ConfigError
-from hieseg.evaluation.compare import Comparison, prediction_path
+from hieseg.evaluation.compare import Comparison, mask_path
 from hieseg.evaluation.folders import find_cases
 from hieseg.evaluation.metrics import CaseMetrics
 from hieseg.io.layout import ADC_DIR, adc_path, zadc_path
@@ -64,7 +64,7 @@ def write_comparison_report(html_dir: Path, comparison: Comparison, out: Path, p
     methods = [MethodRows(method.name, comparison.rows[method.name], method.description)
                for method in comparison.methods]
     images = {f.case_id: QcImages(f.adc, f.zadc, f.label) for f in comparison.files}
-    predictions = {method.name: {f.case_id: prediction_path(out, method.name, f.case_id) for f in comparison.files}
+    predictions = {method.name: {f.case_id: mask_path(out, method, f.case_id) for f in comparison.files}
                    for method in comparison.methods}
     qc = render_qc(Path(html_dir), methods, images, predictions, progress=progress)
     return write_report(Path(html_dir), title="Models beside the baselines", methods=methods,

@@ -19,7 +19,7 @@ DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
 def select_device(requested: str = "auto") -> torch.device:
-    """CUDA when available (or asked for), else CPU; the CPU fallback is logged, never silent.
+    """CUDA when available (or asked for), else CPU (``auto`` without CUDA: see :func:`announce_device`).
 
     Only the devices the project supports are accepted (``DEVICE_CHOICES``); anything else,
     or a GPU that is not there, is a :class:`ConfigError`.
@@ -27,10 +27,7 @@ def select_device(requested: str = "auto") -> torch.device:
     if not DEVICE_PATTERN.fullmatch(requested):
         raise ConfigError(f"--device {requested}: not a supported device; use {DEVICE_CHOICES}")
     if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        LOG.warning("CUDA is not available: running on the CPU (slower)")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda":
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -40,6 +37,12 @@ def select_device(requested: str = "auto") -> torch.device:
             raise ConfigError(f"--device {requested}: this machine has {available} CUDA device(s), cuda:0 to "
                               f"cuda:{available - 1}")
     return device
+
+
+def announce_device(requested: str, device: torch.device | str) -> None:
+    """Say once, at INFO, that ``auto`` found no CUDA device, when a command's work starts (after its checks)."""
+    if requested == "auto" and torch.device(device).type == "cpu":
+        LOG.info("no CUDA device: running on the CPU (slower)")
 
 
 def worker_devices(device: str, devices: str | None, workers: int) -> list[str]:

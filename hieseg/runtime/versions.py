@@ -60,3 +60,12 @@ def _git(folder: Path, *args: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout if result.returncode == 0 else None
+
+
+def command_name(program: Path) -> str:
+    """How a command was started, from its ``sys.argv[0]``: ``python -m hieseg.<module>`` for a module of the
+    package, else the program's file name (``train.py``, ``hieseg-predict``)."""
+    path = program.resolve()
+    if not path.is_relative_to(PACKAGE_DIR):
+        return program.name
+    return "python -m " + ".".join(["hieseg", *path.relative_to(PACKAGE_DIR).with_suffix("").parts])

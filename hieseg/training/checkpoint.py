@@ -14,9 +14,11 @@ import torch
 from hieseg.config.settings import ExperimentConfig
 from hieseg.errors import ConfigError, ModelError
 from hieseg.io.images import write_atomic
+from hieseg.model.weights import DAMAGED_FILE_ERRORS
 
 CHECKPOINT_FILE = "last.ckpt"
 CHECKPOINT_KEYS = frozenset({"config", "model", "optimizer", "scheduler", "scaler", "state"})
+"""What a checkpoint must hold; ``history`` (the log rows) is there since the logs follow the checkpoint."""
 
 
 @dataclass
@@ -39,12 +41,20 @@ class Optimization:
 
 
 def save_atomic(payload: object, path: Path) -> None:
-    write_atomic(path, lambda temporary: torch.save(payload, temporary))
+    """``torch.save`` through :func:`~hieseg.io.images.write_atomic`, into an open file: saved to a path, torch
+    names the archive's folder after the (random) temporary file, so equal tensors would give other bytes."""
+
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as handle:
+            torch.save(payload, handle)
+
+    write_atomic(path, write)
 
 
 def save_checkpoint(path: Path, config: ExperimentConfig, network: torch.nn.Module, optimization: Optimization,
-                    state: TrainingState) -> None:
-    """Everything a resumed run needs; the random states follow from the seed and ``state.epoch``."""
+                    state: TrainingState, history: list[dict[str, float]]) -> None:
+    """Everything a resumed run needs, and the log rows up to ``state.epoch``; the random states follow from the
+    seed and ``state.epoch``."""
     checkpoint = {
         "config": config.to_dict(),
         "model": network.state_dict(),
@@ -52,19 +62,23 @@ def save_checkpoint(path: Path, config: ExperimentConfig, network: torch.nn.Modu
         "scheduler": optimization.scheduler.state_dict(),
         "scaler": optimization.scaler.state_dict(),
         "state": vars(state),
+        "history": [dict(row) for row in history],
     }
     save_atomic(checkpoint, path)
 
 
 def read_checkpoint(path: Path) -> dict:
     """A run's last.ckpt, checked to hold every part a resumed run needs."""
+    problem = (f"{path}: unreadable checkpoint ({path.stat().st_size} bytes, truncated, corrupt or not written "
+               "by train.py); delete it to train from the start")
     try:  # the run's own file; checkpoints of earlier versions also hold numpy random states
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # torch raises many types (pickle, zip, EOF) for a damaged file
-        checkpoint = None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except DAMAGED_FILE_ERRORS as exc:
+        raise ModelError(problem) from exc
     if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
-        raise ModelError(f"{path}: unreadable checkpoint ({path.stat().st_size} bytes, truncated, corrupt or not "
-                         "written by train.py); delete it to train from the start")
+        raise ModelError(problem)
     return checkpoint
 
 

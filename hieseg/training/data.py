@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from hieseg.config.settings import ExperimentConfig
-from hieseg.data.transforms import case_to_dict, training_transforms
+from hieseg.data.transforms import case_to_dict, check_network_grid, training_transforms
 from hieseg.errors import DatasetError
 from hieseg.io.layout import CaseImages, discover_cases, load_case
 from hieseg.training.distributed import Ranks
@@ -112,6 +112,8 @@ def training_loader(
     case cannot give lesion-centred patches would only repeat itself at every step.
     """
     warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+    for case in cases:
+        check_network_grid(case.files.adc, case.adc, config.preprocess.target_spacing)
     data = [case_to_dict(case) for case in cases]
     transform = training_transforms(config)
     cache_rate = 1.0 if config.train.cache_cases else 0.0

@@ -19,7 +19,7 @@ from hieseg.errors import ConfigError, OutputError
 from hieseg.io.images import require_writable, write_atomic
 from hieseg.model.provenance import current_provenance
 from hieseg.training.checkpoint import CHECKPOINT_FILE
-from hieseg.training.logs import continued_history
+from hieseg.training.logs import METRICS_FILE, continued_history
 
 RUNS_DIR = "runs"
 
@@ -40,6 +40,11 @@ def check_output(out_dir: Path, name: str, resume: bool) -> None:
     checkpoint_path = run_dir(out_dir, name) / CHECKPOINT_FILE
     if checkpoint_path.exists() and not resume:
         raise OutputError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+    logs = run_dir(out_dir, name) / METRICS_FILE
+    if logs.exists() and not checkpoint_path.exists():
+        raise OutputError(
+            f"{logs}: logs of a run that has no checkpoint ({checkpoint_path.name}), so it cannot be resumed and "
+            f"would be overwritten; delete {logs.parent} to train it from the start, or choose another --out")
 
 
 def check_outputs(out_dir: Path, configs: list[ExperimentConfig], validation_ids: list[str] | None,
@@ -49,14 +54,14 @@ def check_outputs(out_dir: Path, configs: list[ExperimentConfig], validation_ids
         check_output(out_dir, run_name(config, validation_ids), resume)
 
 
-def prepare_outputs(config: ExperimentConfig, out_dir: Path, name: str, epochs_done: int) -> tuple[
-        ExperimentConfig, list[dict[str, float]]]:
+def prepare_outputs(config: ExperimentConfig, out_dir: Path, name: str, epochs_done: int,
+                    recorded: list[dict[str, float]] | None = None) -> tuple[ExperimentConfig, list[dict[str, float]]]:
     """config.json and the run folder, ready for the run; returns the config written (with its provenance) and
-    the log rows the run continues from."""
+    the log rows the run continues from (``recorded``: those its checkpoint holds)."""
     written = write_config(config, out_dir)
     folder = run_dir(out_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
-    return written, continued_history(folder, epochs_done)
+    return written, continued_history(folder, epochs_done, recorded)
 
 
 def write_config(config: ExperimentConfig, out_dir: Path) -> ExperimentConfig:

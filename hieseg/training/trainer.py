@@ -69,8 +69,8 @@ from hieseg.training.data import (
 from hieseg.training.distributed import Ranks
 from hieseg.training.folder import check_output, prepare_outputs, run_dir, run_name
 from hieseg.training.logs import (
-    LOGGED_SCALARS,
     METRICS_FILE,
+    log_scalars,
     tensorboard_writer,
     write_metrics,
 )
@@ -179,24 +179,26 @@ class Trainer:
         self.network = build_network(self.config).to(self.device)
         self.loss_function = build_training_loss(self.config.loss, supervised_outputs(self.config))
         self.optimization = build_optimization(self.config, self.network, self.device)
-        self.restore()
+        recorded = self.restore()
         self.written_config, self.history = distributed.on_main(
-            lambda: prepare_outputs(self.config, self.out_dir, self.name, self.state.epoch), self.ranks)
-        self.writer = tensorboard_writer(self.run_dir, self.state.epoch) if self.ranks.is_main else None
+            lambda: prepare_outputs(self.config, self.out_dir, self.name, self.state.epoch, recorded), self.ranks)
+        self.writer = tensorboard_writer(self.run_dir, self.history) if self.ranks.is_main else None
         self.model = distributed.data_parallel(self.network, self.device, self.ranks)
         self.loader = training_loader(self.config, [self.cases[i] for i in self.training_ids], self.device,
                                       self.ranks)
 
-    def restore(self) -> None:
-        """Continue from the run's checkpoint when resuming and rank 0 finds one (every rank gets its content)."""
+    def restore(self) -> list[dict[str, float]] | None:
+        """Continue from the run's checkpoint when resuming and rank 0 finds one (every rank gets its content);
+        returns the log rows it holds (``None`` for a fresh run, or a checkpoint of a version that kept none)."""
         if not self.resume:
-            return
+            return None
         checkpoint = distributed.on_main(
             lambda: read_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None, self.ranks)
-        if checkpoint is not None:
-            self.state = restore_checkpoint(checkpoint, self.checkpoint_path, self.config, self.network,
-                                            self.optimization)
-            LOG.info("resumed %s at epoch %d", self.checkpoint_path, self.state.epoch)
+        if checkpoint is None:
+            return None
+        self.state = restore_checkpoint(checkpoint, self.checkpoint_path, self.config, self.network, self.optimization)
+        LOG.info("resumed %s at epoch %d", self.checkpoint_path, self.state.epoch)
+        return checkpoint.get("history")
 
     def train_epoch(self, epoch: int) -> float:
         """One epoch (0-based) of optimisation; returns this process's mean training loss."""
@@ -232,20 +234,19 @@ class Trainer:
             else:
                 done = replace(done, stale_validations=done.stale_validations + 1)
         row["seconds"] = time.perf_counter() - started
+        self.save_checkpoint(done, [*self.history, row])
         write_metrics(self.run_dir / METRICS_FILE, [*self.history, row])
-        for key in LOGGED_SCALARS:
-            if not math.isnan(row[key]):
-                self.writer.add_scalar(key, row[key], row["epoch"])
-        self.writer.flush()
-        self.save_checkpoint(done)
+        log_scalars(self.writer, row)
         return row, done
 
     def validate(self) -> float:
         """Mean Dice of the validation cases' masks, in each case's native grid."""
         return validate(self.config, self.network, [self.cases[i] for i in self.validation_ids], self.device)
 
-    def save_checkpoint(self, state: TrainingState) -> None:
-        save_checkpoint(self.checkpoint_path, self.config, self.network, self.optimization, state)
+    def save_checkpoint(self, state: TrainingState, history: list[dict[str, float]]) -> None:
+        """Everything a resumed run needs, the log rows included: it is written before the logs, so they are never
+        ahead of it, and a resumed run rewrites them from it."""
+        save_checkpoint(self.checkpoint_path, self.config, self.network, self.optimization, state, history)
 
     def should_stop(self) -> bool:
         """Early stopping: ``train.patience`` validations in a row without a better Dice (0: never)."""
