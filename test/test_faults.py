@@ -422,12 +422,17 @@ def test_an_existing_run_is_not_overwritten_without_resume(small_release, tmp_pa
     assert files_under(tmp_path / "out") == [checkpoint] and checkpoint.read_bytes() == b"earlier run"
 
 
-def test_a_folder_of_other_settings_is_refused(small_release: Path, tmp_path: Path, capsys) -> None:
+def test_a_folder_of_other_settings_is_refused_naming_them_before_any_case_is_read(
+    small_release: Path, tmp_path: Path, capsys, no_work
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    tiny_config(**{"loss.name": "dice"}).save(out / CONFIG_FILENAME)
+    tiny_config(**{"loss.name": "dice", "train.epochs": 7, "train.steps_per_epoch": 1, "train.torch_threads": 1,
+                   "tuning.enabled": False}).save(out / CONFIG_FILENAME)  # train_args' settings but two
     before = (out / CONFIG_FILENAME).read_text()
-    refused(train_cli.main(train_args(tmp_path, small_release, out)), capsys, "holds a different configuration")
+    refused(train_cli.main(train_args(tmp_path, small_release, out)), capsys,
+            "holds a different configuration (loss.name: 'dice' there, 'tversky_hausdorffdt' here; "
+            "train.epochs: 7 there, 2 here):")
     assert files_under(out) == [out / CONFIG_FILENAME] and (out / CONFIG_FILENAME).read_text() == before
 
 

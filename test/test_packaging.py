@@ -140,7 +140,9 @@ def test_pip_install_gives_the_library_and_its_commands_outside_the_checkout(tmp
     assert compare(elsewhere / "out", REPO / "test" / "expected_output") == []
     without_model = run(str(binaries / "hieseg-infer"), *case, "--output", "out2")
     assert without_model.returncode == 2
-    assert without_model.stderr.strip().splitlines()[-1].endswith("pass --model or set HIESEG_MODEL")
+    assert without_model.stderr.strip().splitlines()[-1].endswith(
+        "an installed hieseg carries no weights (the demo weights are the model/ folder of the repository); "
+        "pass --model DIR or set HIESEG_MODEL")
     assert not (elsewhere / "out2").exists() or not any((elsewhere / "out2").rglob("*.mha"))
 
 

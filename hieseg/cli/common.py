@@ -89,8 +89,8 @@ def add_output_flags(parser: argparse.ArgumentParser, progress: bool = True) -> 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose the weights, the device and the inference settings (``inference.py`` and ``predict``)."""
     parser.add_argument("--model", type=Path, default=_env_path("HIESEG_MODEL"),
-                        help="weights folder (env HIESEG_MODEL; default /opt/ml/model if it holds a model, "
-                             "else the bundled model/)")
+                        help="weights folder (env HIESEG_MODEL; default /opt/ml/model if it holds a model, else "
+                             "the model/ folder of the checkout, the demo weights; an installed copy has none)")
     parser.add_argument("--device", default=os.environ.get("HIESEG_DEVICE", "auto"),
                         help="auto (CUDA if available), cpu, cuda or cuda:N (env HIESEG_DEVICE)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from hieseg.config.differences import ABSENT, describe_differences, flat_differences
 from hieseg.config.settings import CONFIG_FORMAT_VERSION, LOSS_NAMES, ExperimentConfig
 from hieseg.data.burden import lesion_burden
 from hieseg.data.splits import stratified_folds
@@ -55,16 +56,6 @@ Method = tuple[str, str]
 def method_label(method: Method) -> str:
     """A (network, loss) as plots and the HTML report name it."""
     return f"{method[0]} / {method[1]}"
-
-
-class _Absent:
-    """Stands for a key that one of two compared settings lacks (e.g. a field added to the config since)."""
-
-    def __repr__(self) -> str:
-        return "absent"
-
-
-ABSENT = _Absent()
 
 
 @dataclass(frozen=True)
@@ -285,16 +276,13 @@ def check_settings(path: Path, settings: dict[str, object], record: bool = True)
     except ConfigError as exc:
         raise ConfigError(f"{path}: its recorded configuration cannot be read ({exc}); choose another --out") from exc
     now = current_config(current["config"], recorded_networks(current)[0])
-    differences = [
-        f"{key}: {old!r} then, {new!r} now"
-        for key, (old, new) in _flat_differences(
-            {**{key: recorded.get(key, ABSENT) for key in COMPARED_SETTINGS}, "config": then},
-            {**{key: current.get(key, ABSENT) for key in COMPARED_SETTINGS}, "config": now},
-        ).items()
-    ]
+    differences = flat_differences(
+        {**{key: recorded.get(key, ABSENT) for key in COMPARED_SETTINGS}, "config": then},
+        {**{key: current.get(key, ABSENT) for key in COMPARED_SETTINGS}, "config": now},
+    )
     if differences:
         raise ConfigError(
-            f"{path}: this study was started with other settings ({'; '.join(differences)}); "
+            f"{path}: this study was started with other settings ({describe_differences(differences, 'then', 'now')}); "
             "rerun with the same ones or choose another --out"
         )
     if "networks" not in recorded:
@@ -377,12 +365,3 @@ def folds_for(path: Path, burdens: Mapping[str, float], config: ExperimentConfig
         )
     return [list(fold) for fold in recorded["folds"]]
 
-
-def _flat_differences(old: object, new: object, prefix: str = "") -> dict[str, tuple[object, object]]:
-    """Dotted keys whose values differ between two JSON-like values."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        found: dict[str, tuple[object, object]] = {}
-        for key in sorted(set(old) | set(new)):
-            found.update(_flat_differences(old.get(key, ABSENT), new.get(key, ABSENT), f"{prefix}{key}."))
-        return found
-    return {} if old == new else {prefix.rstrip("."): (old, new)}

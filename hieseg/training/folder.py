@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from hieseg.config.differences import describe_differences, flat_differences
 from hieseg.config.settings import (
     CONFIG_FILENAME,
     POSTPROCESSING_KEYS,
@@ -49,9 +50,11 @@ def check_output(out_dir: Path, name: str, resume: bool) -> None:
 
 def check_outputs(out_dir: Path, configs: list[ExperimentConfig], validation_ids: list[str] | None,
                   resume: bool) -> None:
-    """:func:`check_output` for every run of a command (one per fold), before any case is read."""
+    """:func:`check_output` and :func:`check_config_fits` for every run of a command (one per fold), before any
+    case is read."""
     for config in configs:
         check_output(out_dir, run_name(config, validation_ids), resume)
+        check_config_fits(config, out_dir)
 
 
 def prepare_outputs(config: ExperimentConfig, out_dir: Path, name: str, epochs_done: int,
@@ -70,25 +73,38 @@ def write_config(config: ExperimentConfig, out_dir: Path) -> ExperimentConfig:
     The provenance (versions, commit) is not a setting: a resumed run or another fold made by
     other versions or another commit is accepted, and config.json records the latest run's.
     """
-    path = out_dir / CONFIG_FILENAME
-    if path.exists():
-        existing = ExperimentConfig.load(path).settings_dict()
-        mine = config.settings_dict()
-        for data in (existing, mine):
-            data["train"].pop("fold")
-            if config.tuning.enabled:
-                for key in POSTPROCESSING_KEYS:
-                    data["inference"].pop(key)
-        if existing["network"]["name"] != mine["network"]["name"]:
-            raise ConfigError(
-                f"{path} is for network {existing['network']['name']}, this run trains {mine['network']['name']}: "
-                "weights in one folder are ensembled, so they must be of one network; choose another --out"
-            )
-        if existing != mine:
-            raise ConfigError(
-                f"{path} holds a different configuration: weights in one folder are ensembled, "
-                "so they must share it; choose another --out"
-            )
+    check_config_fits(config, out_dir)
     written = dataclasses.replace(config, provenance=current_provenance())
-    write_atomic(path, written.save)
+    write_atomic(Path(out_dir) / CONFIG_FILENAME, written.save)
     return written
+
+
+def check_config_fits(config: ExperimentConfig, out_dir: Path) -> None:
+    """Refuse a weights folder whose config.json holds other settings than this run's, naming each with both values.
+
+    The fold differs between the folds of one folder, and the post-processing that tuning rewrites
+    (when it is on) too; a grid this run still derives from the data (``preprocess.target_spacing``
+    unset) is compared once it is known, so this can run before any case is read.
+    """
+    path = Path(out_dir) / CONFIG_FILENAME
+    if not path.exists():
+        return
+    existing, mine = ExperimentConfig.load(path).settings_dict(), config.settings_dict()
+    for data in (existing, mine):
+        data["train"].pop("fold")
+        if config.tuning.enabled:
+            for key in POSTPROCESSING_KEYS:
+                data["inference"].pop(key)
+        if config.preprocess.target_spacing is None:
+            data["preprocess"].pop("target_spacing")
+    if existing["network"]["name"] != mine["network"]["name"]:
+        raise ConfigError(
+            f"{path} is for network {existing['network']['name']}, this run trains {mine['network']['name']}: "
+            "weights in one folder are ensembled, so they must be of one network; choose another --out"
+        )
+    differences = flat_differences(existing, mine)
+    if differences:
+        raise ConfigError(
+            f"{path} holds a different configuration ({describe_differences(differences, 'there', 'here')}): "
+            "weights in one folder are ensembled, so they must share it; choose another --out"
+        )
