@@ -102,14 +102,7 @@ class NormalizeInBraind(MapTransform):
         super().__init__(keys=[IMAGE])
 
     def __call__(self, data: dict) -> dict:
-        result = dict(data)
-        image = data[IMAGE]
-        values = image.as_tensor().float()
-        brain = values[0] > 0
-        result[IMAGE] = MetaTensor(_z_scored(values, brain), meta=image.meta,
-                                   applied_operations=list(image.applied_operations))
-        result[BRAIN] = MetaTensor(brain[None].to(torch.uint8), meta=image.meta)
-        return result
+        return _normalised_in_brain(data, torch.uint8)
 
 
 class NormalizeNatived(MapTransform):
@@ -124,14 +117,7 @@ class NormalizeNatived(MapTransform):
         super().__init__(keys=[IMAGE])
 
     def __call__(self, data: dict) -> dict:
-        result = dict(data)
-        image = data[IMAGE]
-        values = image.as_tensor().float()
-        brain = values[0] > 0
-        result[IMAGE] = MetaTensor(_z_scored(values, brain), meta=copy.deepcopy(image.meta),
-                                   applied_operations=list(image.applied_operations))
-        result[BRAIN] = MetaTensor(brain[None].float(), meta=copy.deepcopy(image.meta))
-        return result
+        return _normalised_in_brain(data, torch.float32)
 
 
 class BrainOnGridd(MapTransform):
@@ -148,6 +134,21 @@ class BrainOnGridd(MapTransform):
                                    applied_operations=list(image.applied_operations))
         result[BRAIN] = MetaTensor(brain[None].to(torch.uint8), meta=data[BRAIN].meta)
         return result
+
+
+def _normalised_in_brain(data: dict, brain_dtype: torch.dtype) -> dict:
+    """``data`` with its image z-scored over the brain (ADC channel > 0) and the brain under :data:`BRAIN`.
+
+    Each gets its own copy of the image's metadata, so that resampling one key never moves the other's affine.
+    """
+    result = dict(data)
+    image = data[IMAGE]
+    values = image.as_tensor().float()
+    brain = values[0] > 0
+    result[IMAGE] = MetaTensor(_z_scored(values, brain), meta=copy.deepcopy(image.meta),
+                               applied_operations=list(image.applied_operations))
+    result[BRAIN] = MetaTensor(brain[None].to(brain_dtype), meta=copy.deepcopy(image.meta))
+    return result
 
 
 def _z_scored(values: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
