@@ -2,8 +2,8 @@
 
 A refusal must exit with status 2, say in one line what is wrong with which file or setting
 (plain numbers, no traceback), and leave nothing behind; a fault that can be tolerated must
-give the right result and a warning naming the file. The README's "What bad input gets"
-table summarises this file. Everything runs in-process on small synthetic cases.
+give the right result and a warning naming the file. docs/reliability.md summarises this file
+(and test_reliability.py, test_startup.py). Everything runs in-process on small synthetic cases.
 """
 
 from __future__ import annotations
