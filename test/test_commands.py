@@ -24,6 +24,7 @@ LONG_RUNNING = {
     "synthetic": {"--no-progress", "--verbose"},
     "infer": {"--device", "--verbose"},
     "export": {"--verbose"},
+    "gpu_check": {"--device", "--verbose"},
 }
 """infer segments one case and export copies files: no progress bars; bench prints figures, not bars."""
 

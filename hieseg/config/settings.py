@@ -303,8 +303,13 @@ class TrainConfig(Section):
     fold: int = setting(0, NON_NEGATIVE)
     seed: int = setting(42, between(0, 2**32 - 1))
     """Seeds numpy too, whose seeds are 32-bit."""
-    num_workers: int = setting(2, NON_NEGATIVE)
+    num_workers: int | None = setting(None, NON_NEGATIVE)
+    """Loader worker processes drawing and augmenting patches; None (``null`` in config.json, the default):
+    chosen from the usable cores and the device when the run starts, and logged
+    (``hieseg.training.optimization.auto_loader_workers``). A number is used as such: the patches a run
+    draws depend on it, so an explicit setting reproduces a run on any machine."""
     cache_cases: bool = True
+    """Keep every training case's preprocessed volumes in memory (their size is logged at start)."""
     torch_threads: int = setting(0, NON_NEGATIVE)
     """Intra-op threads of torch while training; 0: the usable cores minus the loader workers
     (at least 1), because threads competing with the workers for cores slow a step many-fold."""

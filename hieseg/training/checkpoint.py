@@ -29,6 +29,10 @@ class TrainingState:
     best_dice: float = -1.0
     best_epoch: int = -1
     stale_validations: int = 0
+    loader_workers: int | None = None
+    """The loader workers the run draws its patches with, which decide which patches it draws: a resumed run
+    whose ``train.num_workers`` is auto takes these, whatever the cores of the machine it resumes on
+    (None in checkpoints of earlier versions)."""
 
 
 @dataclass

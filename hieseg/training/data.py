@@ -27,6 +27,7 @@ from hieseg.data.transforms import case_to_dict, check_network_grid, training_tr
 from hieseg.errors import DatasetError
 from hieseg.io.layout import CaseImages, discover_cases, load_case
 from hieseg.training.distributed import Ranks
+from hieseg.training.optimization import batches_per_pass, loader_workers
 
 LOG = logging.getLogger(__name__)
 
@@ -95,8 +96,11 @@ def training_loader(
     cases: list[CaseImages],
     device: torch.device,
     ranks: Ranks = Ranks(),
+    workers: int | None = None,
 ) -> DataLoader:
-    """Patches of the training cases; the deterministic preprocessing is cached in memory.
+    """Patches of the training cases drawn by ``workers`` loader workers (default: ``train.num_workers``, chosen
+    from the cores and the cases when auto, :func:`~hieseg.training.optimization.loader_workers`); the deterministic
+    preprocessing is cached in memory (``train.cache_cases``), and its size logged.
 
     Under torchrun the ranks must draw different patches, or the averaged gradient would only
     be one rank's computed N times. Two things see to it. A :class:`DistributedSampler` deals
@@ -118,6 +122,11 @@ def training_loader(
     transform = training_transforms(config)
     cache_rate = 1.0 if config.train.cache_cases else 0.0
     dataset = CacheDataset(data, transform=transform, cache_rate=cache_rate, progress=False, num_workers=0)
+    if config.train.cache_cases:
+        LOG.info("preprocessed cases cached in memory: %d case(s), %.1f MB", len(data), cached_bytes(dataset) / 1e6)
+    if workers is None:
+        workers = loader_workers(config, device, ranks.local_world_size,
+                                 batches_per_pass(config, len(data), ranks.world_size))
     sampler = (
         DistributedSampler(dataset, ranks.world_size, ranks.rank, shuffle=True, seed=config.train.seed)
         if ranks.launched
@@ -128,13 +137,25 @@ def training_loader(
         batch_size=config.train.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
-        num_workers=config.train.num_workers,
+        num_workers=workers,
         collate_fn=list_data_collate,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),
         worker_init_fn=_seed_worker,
         persistent_workers=False,
     )
+
+
+def cached_bytes(dataset: CacheDataset) -> int:
+    """Bytes of the arrays a :class:`CacheDataset` holds in memory (0 when it caches nothing)."""
+    total = 0
+    for item in getattr(dataset, "_cache", None) or []:
+        for value in item.values() if isinstance(item, dict) else [item]:
+            if isinstance(value, torch.Tensor):
+                total += value.element_size() * value.nelement()
+            elif isinstance(value, np.ndarray):
+                total += value.nbytes
+    return total
 
 
 def cycle(loader: DataLoader, first_pass: int = 0) -> Iterator[dict]:

@@ -1,5 +1,5 @@
 """How the network is optimised: AdamW with warm-up and cosine decay, mixed precision on CUDA, clipped steps,
-and the CPU threads a training process takes."""
+and the CPU a training process takes: its loader workers and its intra-op threads, from the cores it may use."""
 
 from __future__ import annotations
 
@@ -69,12 +69,79 @@ def optimisation_step(
     return float(loss.detach())
 
 
-def intra_op_threads(config: ExperimentConfig, processes: int = 1) -> int:
+AUTO_WORKERS_MAX = 12
+"""Most loader workers ``train.num_workers: null`` starts (nnU-Net's default number of augmentation processes):
+each one holds its own copies of the patches it draws, and a pass over the data restarts them all."""
+CUDA_MAIN_PROCESS_CORES = 2
+"""Cores a CUDA training process keeps for itself besides its workers: it launches the kernels, and MONAI computes
+the distance transforms of the Hausdorff losses on the CPU (without cuCIM)."""
+CPU_CORES_PER_WORKER = 8
+"""On the CPU the network takes the cores: one worker per this many keeps up with its steps (the training
+pipeline benchmark, ``python -m hieseg.bench --training``, measures it)."""
+
+
+def usable_cores(processes: int = 1) -> int:
+    """This process's share of the cores it may run on, ``processes`` training processes sharing them (at least 1)."""
+    return max(1, len(os.sched_getaffinity(0)) // processes)
+
+
+def auto_loader_workers(cores: int, device_type: str, batches_per_pass: int | None = None) -> int:
+    """The loader workers ``train.num_workers: null`` means on ``cores`` usable cores for a ``device_type`` run.
+
+    * one core: none (the main process draws its patches itself; a worker would only take turns with it);
+    * CUDA: the cores but ``CUDA_MAIN_PROCESS_CORES`` (at least 1, at most ``AUTO_WORKERS_MAX``): the GPU
+      computes the steps, so the workers are all that keeps it fed (2 cores: 1, 8: 6, 16 and more: 12);
+    * CPU: one per ``CPU_CORES_PER_WORKER`` cores (at least 1), the rest computing the steps (2 to 15 cores: 1,
+      16: 2, 32: 4);
+    * never more than ``batches_per_pass``, the batches of one pass over the cases: each pass starts its
+      workers afresh, and those beyond its batches would start with nothing to draw.
+    """
+    if cores < 2:
+        return 0
+    if device_type == "cuda":
+        workers = min(AUTO_WORKERS_MAX, max(1, cores - CUDA_MAIN_PROCESS_CORES))
+    else:
+        workers = max(1, cores // CPU_CORES_PER_WORKER)
+    return workers if batches_per_pass is None else max(1, min(workers, batches_per_pass))
+
+
+def batches_per_pass(config: ExperimentConfig, cases: int, processes: int = 1) -> int:
+    """Batches one process draws in a pass over ``cases`` cases shared by ``processes`` (torchrun) processes."""
+    return max(1, math.ceil(math.ceil(cases / processes) / config.train.batch_size))
+
+
+def loader_workers(config: ExperimentConfig, device: torch.device, processes: int = 1,
+                   batches: int | None = None) -> int:
+    """The loader workers of a run: ``train.num_workers``, or :func:`auto_loader_workers` of this process's share of
+    the cores (``processes`` training processes on the machine) and its ``batches`` per pass."""
+    if config.train.num_workers is not None:
+        return config.train.num_workers
+    return auto_loader_workers(usable_cores(processes), device.type, batches)
+
+
+def describe_workers(config: ExperimentConfig, workers: int, device: torch.device, processes: int = 1,
+                     resumed: bool = False) -> str:
+    """How many loader workers a run starts and why, for its log (``resumed``: the number a checkpoint recorded)."""
+    noun = "loader worker" if workers == 1 else "loader workers"
+    if config.train.num_workers is not None:
+        return f"{workers} {noun} (train.num_workers)"
+    if resumed:
+        return f"{workers} {noun} (train.num_workers auto: as the run being resumed drew its patches)"
+    cores = usable_cores(processes)
+    capped = f", no more than the {workers} batches of a pass" if workers < auto_loader_workers(
+        cores, device.type) else ""
+    return f"{workers} {noun} (train.num_workers auto: {cores} usable cores, {device.type}{capped})"
+
+
+def intra_op_threads(config: ExperimentConfig, processes: int = 1, workers: int | None = None) -> int:
     """torch's intra-op threads for training: the setting, or this process's share of the usable cores
-    (``processes`` training processes on this machine) left by its loader workers."""
+    (``processes`` training processes on this machine) left by its ``workers`` loader workers (default:
+    ``train.num_workers``, resolved for the CPU when it is auto)."""
     if config.train.torch_threads > 0:
         return config.train.torch_threads
-    return max(1, len(os.sched_getaffinity(0)) // processes - config.train.num_workers)
+    if workers is None:
+        workers = loader_workers(config, torch.device("cpu"), processes)
+    return max(1, usable_cores(processes) - workers)
 
 
 @contextmanager

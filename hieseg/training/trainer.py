@@ -75,8 +75,11 @@ from hieseg.training.logs import (
     write_metrics,
 )
 from hieseg.training.optimization import (
+    batches_per_pass,
     build_optimization,
+    describe_workers,
     intra_op_threads,
+    loader_workers,
     optimisation_step,
     torch_threads,
 )
@@ -127,12 +130,18 @@ class Trainer:
         self.run_dir = run_dir(self.out_dir, self.name)
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
         self.weights_path = self.out_dir / f"{self.name}.pt"
-        self.state = TrainingState()
+        self.workers = loader_workers(config, device, ranks.local_world_size,
+                                      batches_per_pass(config, len(self.cases), ranks.world_size))
+        """Loader workers (``train.num_workers``; auto: from the cores, and no more than the batches of a pass over
+        all the cases given, which the training cases alone never exceed)."""
+        self.workers_recorded = False
+        """Whether ``workers`` is the number a resumed checkpoint recorded (``train.num_workers`` auto)."""
+        self.state = TrainingState(loader_workers=self.workers)
         self.history: list[dict[str, float]] = []
 
     def fit(self) -> TrainingResult:
         """Train from the start or the checkpoint to the last epoch (or early stopping); the run's result."""
-        with torch_threads(intra_op_threads(self.config, self.ranks.local_world_size)):
+        with torch_threads(intra_op_threads(self.config, self.ranks.local_world_size, self.workers)):
             self.on_train_start()
             epochs = tqdm(range(self.state.epoch, self.config.train.epochs), desc=f"training {self.name}",
                           disable=not self.progress, unit="epoch")
@@ -184,8 +193,10 @@ class Trainer:
             lambda: prepare_outputs(self.config, self.out_dir, self.name, self.state.epoch, recorded), self.ranks)
         self.writer = tensorboard_writer(self.run_dir, self.history) if self.ranks.is_main else None
         self.model = distributed.data_parallel(self.network, self.device, self.ranks)
+        LOG.info("%s", describe_workers(self.config, self.workers, self.device, self.ranks.local_world_size,
+                                        self.workers_recorded))
         self.loader = training_loader(self.config, [self.cases[i] for i in self.training_ids], self.device,
-                                      self.ranks)
+                                      self.ranks, self.workers)
 
     def restore(self) -> list[dict[str, float]] | None:
         """Continue from the run's checkpoint when resuming and rank 0 finds one (every rank gets its content);
@@ -196,9 +207,22 @@ class Trainer:
             lambda: read_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None, self.ranks)
         if checkpoint is None:
             return None
+        self.adopt_recorded_workers(checkpoint)
         self.state = restore_checkpoint(checkpoint, self.checkpoint_path, self.config, self.network, self.optimization)
+        if self.config.train.num_workers is None and self.state.loader_workers is not None:
+            self.workers, self.workers_recorded = self.state.loader_workers, True
+        self.state = replace(self.state, loader_workers=self.workers)
         LOG.info("resumed %s at epoch %d", self.checkpoint_path, self.state.epoch)
         return checkpoint.get("history")
+
+    def adopt_recorded_workers(self, checkpoint: dict) -> None:
+        """With ``train.num_workers`` auto, resume a run whose checkpoint has an explicit number (every run
+        of an earlier version, whose default was 2) with that number: the same patches, the same config.json."""
+        section = checkpoint["config"].get("train") if isinstance(checkpoint["config"], dict) else None
+        recorded = section.get("num_workers") if isinstance(section, dict) else None
+        if self.config.train.num_workers is None and isinstance(recorded, int) and not isinstance(recorded, bool):
+            self.config = replace(self.config, train=replace(self.config.train, num_workers=recorded))
+            self.workers = recorded
 
     def train_epoch(self, epoch: int) -> float:
         """One epoch (0-based) of optimisation; returns this process's mean training loss."""
