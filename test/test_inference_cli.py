@@ -42,8 +42,24 @@ def test_without_a_model_folder_anywhere_it_asks_for_one(container, tmp_path: Pa
     monkeypatch.setattr(layout, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
     monkeypatch.setattr(layout, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
     assert main([]) == 2
-    assert capsys.readouterr().err.strip().endswith("pass --model or set HIESEG_MODEL")
+    assert capsys.readouterr().err.strip().endswith("carries no weights (the demo weights are the model/ folder of "
+                                                    "the repository); pass --model DIR or set HIESEG_MODEL")
     assert files_under(container["output"]) == []
+
+
+def test_a_checkout_without_weights_names_both_folders(container, tmp_path: Path, monkeypatch, capsys) -> None:
+    from hieseg.io import layout
+
+    checkout = tmp_path / "checkout"
+    (checkout / "model").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    monkeypatch.delenv("HIESEG_MODEL")
+    monkeypatch.setattr(layout, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
+    monkeypatch.setattr(layout, "BUNDLED_MODEL_DIR", checkout / "model")
+    assert main([]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"neither {tmp_path / 'opt-ml-model'} nor {checkout / 'model'} holds a config.json; pass --model DIR or set "
+        "HIESEG_MODEL")
 
 
 def test_the_bundled_model_is_the_default_outside_the_container(monkeypatch, tmp_path: Path) -> None:

@@ -240,9 +240,9 @@ def default_model_dir() -> Path:
     for folder in (CONTAINER_MODEL_DIR, BUNDLED_MODEL_DIR):
         if (folder / CONFIG_FILENAME).is_file():
             return folder
-    if not BUNDLED_MODEL_DIR.parent.joinpath("hieseg").is_dir() or not BUNDLED_MODEL_DIR.is_dir():
+    if not (BUNDLED_MODEL_DIR.parent / "pyproject.toml").is_file():  # no checkout around the package: installed
         raise ModelError(f"no weights folder given: {CONTAINER_MODEL_DIR} holds no {CONFIG_FILENAME}, and an installed "
                          "hieseg carries no weights (the demo weights are the model/ folder of the repository); "
                          "pass --model DIR or set HIESEG_MODEL")
     raise ModelError(f"no weights folder given and neither {CONTAINER_MODEL_DIR} nor {BUNDLED_MODEL_DIR} holds a "
-                     f"{CONFIG_FILENAME}; pass --model or set HIESEG_MODEL")
+                     f"{CONFIG_FILENAME}; pass --model DIR or set HIESEG_MODEL")
