@@ -78,6 +78,7 @@ docker run --rm \
     --volume "$WORK_DIR/output":/output:ro \
     --volume "$SCRIPT_DIR/test/expected_output":/expected:ro \
     --volume "$SCRIPT_DIR/test/compare_outputs.py":/opt/check/compare_outputs.py:ro \
+    --env PYTHONPATH=/opt/app \
     --entrypoint python \
     "$DOCKER_IMAGE_TAG" /opt/check/compare_outputs.py /output /expected
 
