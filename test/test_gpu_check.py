@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from hieseg.benchmark import gpu_check
+from hieseg.benchmark import gpu_check, gpu_report
 from hieseg.benchmark.gpu_check import (
     FAILED,
     OK,
@@ -204,7 +204,7 @@ def test_the_report_holds_the_machine_every_step_and_the_count_of_each_status() 
 
 def test_the_markdown_of_a_report() -> None:
     report = gpu_check.assemble_report(RESULTS, "2026-12-04T10:00:00+00:00", 150.04, 450.0, PLANNED)
-    assert gpu_check.markdown(report) == "\n".join([
+    assert gpu_report.markdown(report) == "\n".join([
         "# hieseg GPU check",
         "",
         "- Started 2026-12-04T10:00:00+00:00; 150 s of a 450 s budget; steps: 5 ok, 1 failed, 0 timed out, "
@@ -247,14 +247,14 @@ def test_the_markdown_of_a_report() -> None:
 def test_a_report_without_its_machine_says_so() -> None:
     report = gpu_check.assemble_report([StepResult("machine", FAILED, 0.0, 30, None, "AssertionError: no CUDA")],
                                        "t", 0.5, 450.0, ["machine"])
-    assert "- Machine: unknown (the machine step did not succeed)\n" in gpu_check.markdown(report)
+    assert "- Machine: unknown (the machine step did not succeed)\n" in gpu_report.markdown(report)
 
 
 def test_the_report_is_written_as_json_and_markdown(tmp_path: Path) -> None:
     report = gpu_check.assemble_report(RESULTS, "2026-12-04T10:00:00+00:00", 150.04, 450.0, PLANNED)
-    text = gpu_check.write_report(report, tmp_path / "out")
-    assert json.loads((tmp_path / "out" / gpu_check.JSON_NAME).read_text()) == report
-    assert (tmp_path / "out" / gpu_check.MARKDOWN_NAME).read_text() == text == gpu_check.markdown(report)
+    text = gpu_report.write_report(report, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / gpu_report.JSON_NAME).read_text()) == report
+    assert (tmp_path / "out" / gpu_report.MARKDOWN_NAME).read_text() == text == gpu_report.markdown(report)
 
 
 def test_the_bench_and_training_reports_are_summarised() -> None:
@@ -264,7 +264,7 @@ def test_the_bench_and_training_reports_are_summarised() -> None:
         "baseline": {"seconds": [2.0, 3.0], "cuda_peak_bytes": 2},
         "agreement": {"differing_voxels": 12, "differing_fraction_of_brain": 0.0001},
     }]}
-    assert gpu_check.bench_summary(bench) == {
+    assert gpu_report.bench_summary(bench) == {
         "size": [128, 128, 16], "project_seconds": 0.5, "baseline_seconds": 2.5, "ratio": 0.25, "cropped_ratio": 0.8,
         "differing_voxels": 12, "differing_fraction_of_brain": 0.0001, "project_cuda_peak_bytes": 1,
         "baseline_cuda_peak_bytes": 2}
@@ -277,7 +277,7 @@ def test_the_bench_and_training_reports_are_summarised() -> None:
         "loop": {"workers": 12, "steps": 200, "steps_per_second": 8.5, "wait_seconds_per_step": 0.01,
                  "wait_fraction": 0.085, "cuda_peak_bytes": 3, "peak_rss_bytes": 4},
     }
-    assert gpu_check.training_summary(training) == {
+    assert gpu_report.training_summary(training) == {
         "network": "dynunet", "parameters": 7, "patch_size": [96, 96, 32], "patches_per_step": 4, "amp": True,
         "loader_patches_per_second_per_worker": 30.0, "device_steps_per_second": 9.0, "workers_needed": 2,
         "loop_workers": 12, "loop_steps": 200, "loop_steps_per_second": 8.5, "wait_seconds_per_step": 0.01,
@@ -287,10 +287,10 @@ def test_the_bench_and_training_reports_are_summarised() -> None:
 def test_the_container_tests_output_is_summarised() -> None:
     output = ("== sample case (test/input)\ndocker run: 12.345 s, exit status 0\nok\n== a case without its Z_ADC\n"
               "docker run: 3.001 s, exit status 2\ncontainer test passed\n")
-    assert gpu_check.docker_summary(output, "hie-seg", built=False) == {
+    assert gpu_report.docker_summary(output, "hie-seg", built=False) == {
         "image": "hie-seg", "built": False, "docker_run_seconds": [12.345, 3.001],
         "docker_run_exit_statuses": [0, 2], "passed": True}
-    assert gpu_check.docker_summary("docker run: 1.000 s, exit status 1\n", "x", True)["passed"] is False
+    assert gpu_report.docker_summary("docker run: 1.000 s, exit status 1\n", "x", True)["passed"] is False
 
 
 def write_mask(path: Path, voxels: np.ndarray) -> Path:

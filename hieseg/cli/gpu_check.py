@@ -15,8 +15,6 @@ from pathlib import Path
 from hieseg.benchmark.gpu_check import (
     DEFAULT_BUDGET_S,
     FAILED,
-    JSON_NAME,
-    MARKDOWN_NAME,
     MIN_STEP_S,
     TIMED_OUT,
     StepResult,
@@ -26,6 +24,7 @@ from hieseg.benchmark.gpu_check import (
     run_gpu_check,
     select_steps,
 )
+from hieseg.benchmark.gpu_report import JSON_NAME, MARKDOWN_NAME
 from hieseg.cli.common import CommandParser, add_output_flags, run_reporting_errors
 from hieseg.errors import ConfigError
 from hieseg.runtime.logs import configure_logging
