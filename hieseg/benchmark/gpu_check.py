@@ -61,7 +61,7 @@ from hieseg.benchmark.gpu_report import (
     training_summary,
     write_report,
 )
-from hieseg.benchmark.report import size_name
+from hieseg.benchmark.report import cpu_model, size_name
 from hieseg.benchmark.suite import write_batch_cases
 from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
 from hieseg.io.images import MHA_SUFFIX
@@ -311,20 +311,10 @@ def machine_step(context: Context, timeout: float) -> dict[str, Any]:
         "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
         "monai": monai.__version__,
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "docker": shutil.which("docker") is not None,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def inference_step(device: str, amp: bool | None) -> Callable[[Context, float], dict[str, Any]]:

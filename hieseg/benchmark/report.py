@@ -36,18 +36,19 @@ def machine_info(device: str, threads: int | None) -> dict[str, Any]:
     resolved = select_device(device)
     versions = library_versions()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "torch_threads": threads or torch.get_num_threads(),
         **{name: versions[name] for name in ("torch", "monai", "simpleitk", "python")},
         "device": str(resolved),
-        "device_name": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else _cpu_model(),
+        "device_name": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else cpu_model(),
         "load_average_at_start": list(os.getloadavg()),
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), for the machine line of a report."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
