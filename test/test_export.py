@@ -56,6 +56,7 @@ from hieseg.io.layout import (
     zadc_path,
 )
 from hieseg.model.network import build_network
+from hieseg.model.refinement import FEATURE_NAMES, Refiner, save_refiner
 from hieseg.model.weights import load_bundle
 from hieseg.synthesis.generator import make_case, write_container_case, write_release
 
@@ -286,7 +287,7 @@ def test_the_bundle_network_definition_is_hiesegs_network(name: str) -> None:
         assert torch.equal(exported(x), trained(x))
 
 
-@pytest.mark.parametrize("problem", ["missing folder", "no config.json", "no weights", "corrupt weights"])
+@pytest.mark.parametrize("problem", ["missing folder", "no config.json", "no weights", "corrupt weights", "refines"])
 def test_an_unusable_weights_folder_is_refused_and_nothing_written(
     problem: str, untrained_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
@@ -299,8 +300,13 @@ def test_an_unusable_weights_folder_is_refused_and_nothing_written(
         (model / "fold0.pt").unlink()
     elif problem == "corrupt weights":
         (model / "fold0.pt").write_bytes(b"not weights")
+    elif problem == "refines":  # a refinement stage the bundle could not reproduce
+        config = ExperimentConfig.load(model / CONFIG_FILENAME)
+        config.with_overrides({"inference.refine": True}).save(model / CONFIG_FILENAME)
+        n = len(FEATURE_NAMES)
+        save_refiner(Refiner(5.0, (0.0,) * n, (1.0,) * n, (0.0,) * n, 0.0), model)
     named = {"missing folder": model / CONFIG_FILENAME, "no config.json": model / CONFIG_FILENAME,
-             "no weights": model, "corrupt weights": model / "fold0.pt"}[problem]
+             "no weights": model, "corrupt weights": model / "fold0.pt", "refines": "no MONAI bundle form"}[problem]
     out = tmp_path / "out" / "bundle"
     refused(export.main(["bundle", "--model", str(model), "--out", str(out)]), capsys, str(named))
     assert not (tmp_path / "out").exists()

@@ -67,3 +67,10 @@ def test_the_bundled_model_is_the_default_outside_the_container(monkeypatch, tmp
 
     monkeypatch.setattr(layout, "CONTAINER_MODEL_DIR", tmp_path / "opt-ml-model")
     assert layout.default_model_dir() == REPO / "model"
+
+
+def test_refine_without_a_refinement_stage_is_refused_naming_it(container, capsys) -> None:
+    assert main(["--refine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(container["model"] / "refinement.json") in err
+    assert files_under(container["output"]) == []

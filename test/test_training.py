@@ -130,6 +130,18 @@ def test_other_settings_cannot_share_a_weights_folder(small_cases: list, tmp_pat
         train(other, small_cases, tmp_path, device=CPU, progress=False)
 
 
+def test_a_finished_run_resumes_with_other_tuning_settings_and_keeps_its_weights(small_cases: list,
+                                                                                 tmp_path: Path) -> None:
+    train(one_epoch_config(), small_cases, tmp_path, device=CPU, progress=False)
+    weights = (tmp_path / "fold0.pt").read_bytes()
+    retuned = one_epoch_config(**{"tuning.try_refinement": True, "tuning.thresholds": (0.3,)})
+    train(retuned, small_cases, tmp_path, resume=True, device=CPU, progress=False)
+    assert (tmp_path / "fold0.pt").read_bytes() == weights
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(one_epoch_config(**{"train.learning_rate": 0.01}), small_cases, tmp_path, resume=True, device=CPU,
+              progress=False)
+
+
 def run_train_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True, cwd=REPO,

@@ -123,4 +123,4 @@ def test_chosen_setting_lands_in_config_json(tmp_path: Path) -> None:
         0.3, 25.0, 0.1, True)
     assert json.loads((tmp_path / TUNING_JSON).read_text())["chosen"] == {
         "threshold": 0.3, "min_component_mm3": 25.0, "empty_fallback_probability": 0.1, "tta_flips": True,
-        "dice": 0.7, "masd_mm": 2.0, "nsd": 0.8}
+        "refine": False, "dice": 0.7, "masd_mm": 2.0, "nsd": 0.8}

@@ -232,7 +232,7 @@ def build_predictor(
     """The project's predictor or the baseline, and the settings to report for it."""
     if kind == PROJECT:
         settings = dataclasses.asdict(inference) | {"brain_crop": True}
-        return Predictor(bundle.config, bundle.networks, device, inference), settings
+        return Predictor(bundle.config, bundle.networks, device, inference, bundle.refiner), settings
     baseline = BaselinePredictor(bundle.config, bundle.networks, device, inference,
                                  brain_crop=kind == CROPPED_BASELINE)
     return baseline, baseline.report_settings()

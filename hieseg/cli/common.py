@@ -95,6 +95,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (CUDA if available), cpu, cuda or cuda:N (env HIESEG_DEVICE)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="flip test-time augmentation (default: as saved in config.json)")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                        help="refine the probability with the folder's refinement.json (default: as saved)")
     parser.add_argument("--threshold", type=float, help="probability threshold (default: as saved)")
     parser.add_argument("--min-component-mm3", type=float, help="drop smaller lesion components (default: as saved)")
 
@@ -102,7 +104,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def inference_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The inference settings given on the command line, checked (a bad value fails here, before any work)."""
     overrides = {key: value for key, value in (
-        ("tta_flips", args.tta), ("threshold", args.threshold), ("min_component_mm3", args.min_component_mm3),
+        ("tta_flips", args.tta), ("refine", args.refine), ("threshold", args.threshold), ("min_component_mm3", args.min_component_mm3),
     ) if value is not None}
     InferenceConfig(**overrides)
     return overrides

@@ -4,7 +4,7 @@ Usage::
 
     python -m hieseg.predict --input <cases> --output <masks> [--model DIR] [--device auto]
                              [--devices cuda:0,cuda:1] [--workers N] [--shard K/N] [--overwrite]
-                             [--tta | --no-tta] [--threshold T] [--min-component-mm3 V]
+                             [--tta | --no-tta] [--refine | --no-refine] [--threshold T] [--min-component-mm3 V]
 
 ``--input`` is either
 

@@ -336,6 +336,9 @@ class InferenceConfig(Section):
     the peak is kept (0: off). An empty mask of a lesioned case costs the whole image diagonal in
     MASD, so a model unsure about a faint lesion may do better naming its best guess."""
     tta_flips: bool = False
+    refine: bool = False
+    """Refine the probability with the folder's ``refinement.json`` (local ADC and Z_ADC features) before
+    thresholding; tuning switches it on only when it wins on the validation cases."""
     amp: bool = True
     """Mixed precision; only takes effect on CUDA."""
 
@@ -360,6 +363,7 @@ class PostProcessing:
     min_component_mm3: float
     empty_fallback_probability: float
     tta_flips: bool
+    refine: bool = False
 
 
 POSTPROCESSING_KEYS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(PostProcessing))
@@ -383,6 +387,12 @@ class TuningConfig(Section):
     """Also score flip test-time augmentation, which costs five predictions per case."""
     tta_min_dice_gain: float = setting(0.01, NON_NEGATIVE)
     """Flip TTA is switched on only when it wins the ranking and adds at least this mean Dice (above 1: never)."""
+    try_refinement: bool = False
+    """Also score the second stage of :mod:`hieseg.model.refinement`, cross-fitted on two halves of the
+    validation cases; it is kept (fitted on all of them) only when it wins the ranking. Needs at least four
+    validation cases; off by default because the demo weights' validation rejected it."""
+    refinement_neighbourhood_mm: float = setting(5.0, POSITIVE)
+    """Side of the in-plane square whose local means the refinement reads (the first-placed team used 5x5 voxels)."""
 
 
 @dataclass

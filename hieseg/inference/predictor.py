@@ -26,10 +26,12 @@ from hieseg.data.transforms import (
     check_network_grid,
     inference_transforms,
 )
+from hieseg.errors import ModelError
 from hieseg.inference.postprocess import final_mask
 from hieseg.io.brain import brain_of
-from hieseg.io.images import from_xyz_array, write_image_atomic
+from hieseg.io.images import from_xyz_array, to_xyz_array, write_image_atomic
 from hieseg.io.layout import CaseImages
+from hieseg.model.refinement import REFINEMENT_FILENAME, Refiner
 from hieseg.model.weights import ModelBundle
 
 
@@ -42,11 +44,15 @@ class Predictor:
         networks: list[torch.nn.Module],
         device: torch.device,
         settings: InferenceConfig | None = None,
+        refiner: Refiner | None = None,
     ) -> None:
         self.config = config
         self.networks = networks
         self.device = device
         self.settings = settings or config.inference
+        if self.settings.refine and refiner is None:
+            raise ModelError("inference.refine is true but no refinement stage was given (refinement.json)")
+        self.refiner = refiner
         self.transforms = inference_transforms(config)
         steps = list(self.transforms.transforms)
         resampling = [index for index, step in enumerate(steps) if isinstance(step, Spacingd)]
@@ -58,10 +64,23 @@ class Predictor:
     def from_bundle(cls, bundle: ModelBundle, device: torch.device, **overrides: object) -> Predictor:
         """A predictor for a loaded weights folder, with inference settings optionally overridden."""
         settings = dataclasses.replace(bundle.config.inference, **overrides)
-        return cls(bundle.config, bundle.networks, device, settings)
+        if settings.refine and bundle.refiner is None:
+            raise ModelError(f"{bundle.weight_files[0].parent / REFINEMENT_FILENAME}: missing, so the probability "
+                             "cannot be refined; this folder's tuning kept no refinement stage")
+        return cls(bundle.config, bundle.networks, device, settings, bundle.refiner)
 
     def probability(self, case: CaseImages) -> np.ndarray:
-        """Lesion probability on the case's native grid, axes (x, y, z); 0 outside the brain (ADC > 0)."""
+        """Lesion probability on the case's native grid, axes (x, y, z), 0 outside the brain (ADC > 0):
+        the networks', refined when ``settings.refine`` is on."""
+        probability = self.network_probability(case)
+        if not self.settings.refine:
+            return probability
+        assert self.refiner is not None
+        return self.refiner.refine(probability, to_xyz_array(case.adc), to_xyz_array(case.zadc),
+                                   case.adc.GetSpacing())
+
+    def network_probability(self, case: CaseImages) -> np.ndarray:
+        """The networks' lesion probability on the native grid, before any refinement."""
         network_input = self.preprocess(case)
         return self.to_native(self.predict(network_input), network_input) * brain_of(case.adc)
 

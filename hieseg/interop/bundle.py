@@ -46,10 +46,11 @@ import SimpleITK as sitk
 import torch
 
 import hieseg
-from hieseg.config.settings import ExperimentConfig
-from hieseg.errors import InputError
+from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
+from hieseg.errors import InputError, ModelError
 from hieseg.interop import bundle_steps
 from hieseg.interop.staging import require_new_folder, staged_folder
+from hieseg.model.refinement import REFINEMENT_FILENAME
 from hieseg.model.weights import load_bundle
 
 LOG = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ def export_bundle(model_dir: Path, out: Path, *, version: str = DEFAULT_VERSION,
     """
     model_dir, out = Path(model_dir), Path(out)
     weights = load_bundle(model_dir, torch.device("cpu"))
+    if weights.config.inference.refine:
+        raise ModelError(f"{model_dir / CONFIG_FILENAME}: inference.refine is true, and the refinement stage "
+                         f"({REFINEMENT_FILENAME}) has no MONAI bundle form; set it to false there to export the "
+                         "networks alone")
     require_new_folder(out)
     license_text = _license_text(license_file)
     config = weights.config

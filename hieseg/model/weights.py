@@ -16,6 +16,7 @@ from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
 from hieseg.errors import ConfigError, ModelError
 from hieseg.model.network import build_network, network_of_state
 from hieseg.model.provenance import warn_on_version_drift
+from hieseg.model.refinement import REFINEMENT_FILENAME, Refiner, load_refiner
 
 WEIGHTS_PATTERN = "*.pt"
 DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError)
@@ -24,11 +25,13 @@ DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError)
 
 @dataclass
 class ModelBundle:
-    """The networks of a weights folder (one per fold) and the configuration they were trained with."""
+    """The networks of a weights folder (one per fold), the configuration they were trained with and the
+    optional refinement stage tuning fitted for them."""
 
     config: ExperimentConfig
     networks: list[torch.nn.Module]
     weight_files: list[Path]
+    refiner: Refiner | None = None
 
 
 def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
@@ -50,7 +53,11 @@ def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
     if not weight_files:
         raise ModelError(f"{model_dir}: no weight files ({WEIGHTS_PATTERN}) found")
     networks = [load_network(config, path, device) for path in weight_files]
-    return ModelBundle(config=config, networks=networks, weight_files=weight_files)
+    refiner = load_refiner(model_dir)
+    if config.inference.refine and refiner is None:
+        raise ModelError(f"{config_path}: inference.refine is true but {model_dir / REFINEMENT_FILENAME} is missing; "
+                         "copy it with the weights, or set refine to false")
+    return ModelBundle(config=config, networks=networks, weight_files=weight_files, refiner=refiner)
 
 
 def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> torch.nn.Module:

@@ -89,10 +89,17 @@ def read_checkpoint(path: Path) -> dict:
 def restore_checkpoint(checkpoint: dict, path: Path, config: ExperimentConfig, network: torch.nn.Module,
                        optimization: Optimization) -> TrainingState:
     """Put a checkpoint read by :func:`read_checkpoint` back into the run's objects; returns its progress."""
-    if ExperimentConfig.from_dict(checkpoint["config"]).to_dict() != config.to_dict():
+    if _weights_settings(ExperimentConfig.from_dict(checkpoint["config"])) != _weights_settings(config):
         raise ConfigError(f"{path} was written with a different configuration; cannot resume it with this one")
     network.load_state_dict(checkpoint["model"])
     optimization.optimizer.load_state_dict(checkpoint["optimizer"])
     optimization.scheduler.load_state_dict(checkpoint["scheduler"])
     optimization.scaler.load_state_dict(checkpoint["scaler"])
     return TrainingState(**checkpoint["state"])
+
+
+def _weights_settings(config: ExperimentConfig) -> dict:
+    """The settings that shape the weights: all but the tuning section, which only acts after training."""
+    data = config.to_dict()
+    data.pop("tuning")
+    return data

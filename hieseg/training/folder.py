@@ -83,7 +83,8 @@ def check_config_fits(config: ExperimentConfig, out_dir: Path) -> None:
     """Refuse a weights folder whose config.json holds other settings than this run's, naming each with both values.
 
     The fold differs between the folds of one folder, and the post-processing that tuning rewrites
-    (when it is on) too; a grid this run still derives from the data (``preprocess.target_spacing``
+    (when it is on) too; the tuning section may differ as well, since it changes no weights (a finished
+    run resumed with other tuning settings is tuned again); a grid this run still derives from the data (``preprocess.target_spacing``
     unset) is compared once it is known, so this can run before any case is read.
     """
     path = Path(out_dir) / CONFIG_FILENAME
@@ -92,6 +93,7 @@ def check_config_fits(config: ExperimentConfig, out_dir: Path) -> None:
     existing, mine = ExperimentConfig.load(path).settings_dict(), config.settings_dict()
     for data in (existing, mine):
         data["train"].pop("fold")
+        data.pop("tuning")
         if config.tuning.enabled:
             for key in POSTPROCESSING_KEYS:
                 data["inference"].pop(key)

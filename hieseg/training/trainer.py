@@ -296,9 +296,10 @@ def train(config: ExperimentConfig, cases: Sequence[CaseImages], out_dir: Path, 
 def validate(
     config: ExperimentConfig, network: torch.nn.Module, cases: list[CaseImages], device: torch.device
 ) -> float:
-    """Mean Dice of the thresholded prediction against the label, in each case's native grid."""
+    """Mean Dice of the thresholded network prediction (never refined: the refinement is fitted after
+    training) against the label, in each case's native grid."""
     network.eval()
-    predictor = Predictor(config, [network], device)
+    predictor = Predictor(config, [network], device, replace(config.inference, refine=False))
     scores = [dice_score(predictor.mask(case), sitk.GetArrayViewFromImage(case.label).transpose(2, 1, 0))
               for case in cases]
     return float(np.mean(scores))

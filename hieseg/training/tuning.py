@@ -10,7 +10,11 @@ predictions: each fold's weights predict only the cases that fold held out.
 
 Flip TTA costs five predictions per case, so it is switched on only when the best TTA
 setting beats the best plain one in that ranking and adds at least ``tta_min_dice_gain``
-mean Dice. The winner (a :class:`~hieseg.config.settings.PostProcessing`) is written into
+mean Dice. With ``try_refinement``, the second stage of :mod:`hieseg.model.refinement` is scored
+too, cross-fitted: each half of the validation cases is refined by a refiner fitted on the other
+half, so no case is scored by a refiner that saw its label. It replaces the choice only when it
+beats it in the ranking; it is then fitted on all the validation cases and saved as
+``refinement.json``. The winner (a :class:`~hieseg.config.settings.PostProcessing`) is written into
 ``config.json``; every candidate's means go to ``tuning.json`` beside it.
 """
 
@@ -38,14 +42,23 @@ from hieseg.config.settings import (
 from hieseg.evaluation.scoring import Reference
 from hieseg.inference.postprocess import final_mask
 from hieseg.inference.predictor import Predictor
-from hieseg.io.images import write_atomic
+from hieseg.io.images import to_xyz_array, write_atomic
 from hieseg.io.layout import CaseImages
+from hieseg.model.refinement import (
+    REFINEMENT_FILENAME,
+    RefinementExample,
+    Refiner,
+    fit_refiner,
+    save_refiner,
+)
 from hieseg.model.weights import load_network
 
 LOG = logging.getLogger(__name__)
 TUNING_JSON = "tuning.json"
 MetricTriple = tuple[float, float, float]
 """(Dice, MASD mm, NSD) of one case under one setting."""
+MIN_REFINEMENT_CASES = 4
+"""Cross-fitting the refinement needs two halves of at least two validation cases each."""
 
 
 @dataclass(frozen=True)
@@ -64,19 +77,23 @@ class Candidate:
 
 @dataclass(frozen=True)
 class TuningResult:
-    """The chosen setting, the best with and without TTA, and every candidate scored."""
+    """The chosen setting, the best plain, with TTA and refined, every candidate scored, and the refiner
+    fitted on every validation case when the chosen setting refines."""
 
     chosen: Candidate
     best_plain: Candidate
     best_tta: Candidate | None
     candidates: list[Candidate]
     case_ids: list[str]
+    best_refined: Candidate | None = None
+    refiner: Refiner | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "chosen": self.chosen.to_dict(),
             "best_plain": self.best_plain.to_dict(),
             "best_tta": None if self.best_tta is None else self.best_tta.to_dict(),
+            "best_refined": None if self.best_refined is None else self.best_refined.to_dict(),
             "candidates": [candidate.to_dict() for candidate in self.candidates],
             "case_ids": list(self.case_ids),
         }
@@ -98,6 +115,7 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
         raise ValueError("post-processing tuning needs at least one validation case")
     tta_options = (False, True) if settings.try_tta else (False,)
     candidates = []
+    plain_maps: list[tuple[np.ndarray, CaseImages]] = []
     for tta in tta_options:
         per_case: list[dict[PostProcessing, MetricTriple]] = []
         for part in held_out:
@@ -105,33 +123,73 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
                 config,
                 [load_network(config, part.weights, device)],
                 device,
-                dataclasses.replace(config.inference, tta_flips=tta),
+                dataclasses.replace(config.inference, tta_flips=tta, refine=False),
             )
             for case in tqdm(part.cases, desc=f"tuning (TTA {'on' if tta else 'off'})", unit="case",
                              disable=not progress, leave=False):
-                per_case.append(score_settings(predictor.probability(case), case, settings, tta))
+                probability = predictor.network_probability(case)
+                if settings.try_refinement and not tta:
+                    plain_maps.append((probability, case))
+                per_case.append(score_settings(probability, case, settings, tta))
         candidates += [_mean_candidate(key, [scores[key] for scores in per_case]) for key in per_case[0]]
-    best_plain = best_candidate([c for c in candidates if not c.settings.tta_flips])
+    refined = refinement_candidates(plain_maps, settings) if settings.try_refinement else []
+    candidates += refined
+    best_plain = best_candidate([c for c in candidates if not (c.settings.tta_flips or c.settings.refine)])
     tta_candidates = [c for c in candidates if c.settings.tta_flips]
     best_tta = best_candidate(tta_candidates) if tta_candidates else None
     chosen = best_plain
     if best_tta is not None and best_candidate([best_plain, best_tta]) is best_tta:
         if best_tta.dice - best_plain.dice >= settings.tta_min_dice_gain:
             chosen = best_tta
+    best_refined = best_candidate(refined) if refined else None
+    refiner = None
+    if best_refined is not None and best_candidate([chosen, best_refined]) is best_refined:
+        chosen = best_refined
+        refiner = fit_refiner([_example(probability, case) for probability, case in plain_maps],
+                              settings.refinement_neighbourhood_mm)
     return TuningResult(chosen=chosen, best_plain=best_plain, best_tta=best_tta, candidates=candidates,
-                        case_ids=case_ids)
+                        case_ids=case_ids, best_refined=best_refined, refiner=refiner)
 
 
-def candidate_settings(settings: TuningConfig, tta: bool) -> list[PostProcessing]:
-    """Every (threshold, minimum component, empty fallback) of the grid, smaller components first, with ``tta``."""
-    return [PostProcessing(threshold, minimum, fallback, tta) for threshold, minimum, fallback in itertools.product(
-        settings.thresholds, sorted(settings.min_component_mm3), settings.empty_fallback_probability)]
+def refinement_candidates(maps: Sequence[tuple[np.ndarray, CaseImages]], settings: TuningConfig) -> list[Candidate]:
+    """Every setting's mean scores on cross-fitted refined probabilities (none when too few cases).
+
+    ``maps`` pairs each validation case with its plain network probability; the cases are dealt
+    alternately into two halves, and each half is refined by a refiner fitted on the other.
+    """
+    if len(maps) < MIN_REFINEMENT_CASES:
+        LOG.warning("refinement not tried: cross-fitting needs at least %d validation cases, there are %d",
+                    MIN_REFINEMENT_CASES, len(maps))
+        return []
+    halves = (list(maps[0::2]), list(maps[1::2]))
+    per_case: list[dict[PostProcessing, MetricTriple]] = []
+    for scored, fitted in ((halves[0], halves[1]), (halves[1], halves[0])):
+        try:
+            refiner = fit_refiner([_example(probability, case) for probability, case in fitted],
+                                  settings.refinement_neighbourhood_mm)
+        except ValueError as exc:
+            LOG.warning("refinement not tried: a half of the validation cases cannot fit it (%s)", exc)
+            return []
+        for probability, case in scored:
+            refined = refiner.refine(probability, to_xyz_array(case.adc), to_xyz_array(case.zadc),
+                                     case.adc.GetSpacing())
+            per_case.append(score_settings(refined, case, settings, refine=True))
+    return [_mean_candidate(key, [scores[key] for scores in per_case]) for key in per_case[0]]
+
+
+def candidate_settings(settings: TuningConfig, tta: bool, refine: bool = False) -> list[PostProcessing]:
+    """Every (threshold, minimum component, empty fallback) of the grid, smaller components first, with ``tta``
+    and ``refine``."""
+    return [PostProcessing(threshold, minimum, fallback, tta, refine)
+            for threshold, minimum, fallback in itertools.product(
+                settings.thresholds, sorted(settings.min_component_mm3), settings.empty_fallback_probability)]
 
 
 def score_settings(
-    probability: np.ndarray, case: CaseImages, settings: TuningConfig, tta: bool = False
+    probability: np.ndarray, case: CaseImages, settings: TuningConfig, tta: bool = False, refine: bool = False
 ) -> dict[PostProcessing, MetricTriple]:
-    """Challenge scores of one case's probability map (predicted with flip TTA ``tta`` or not) under every setting.
+    """Challenge scores of one case's probability map (predicted with flip TTA ``tta`` or not, refined or not)
+    under every setting.
 
     Most settings leave the mask of a neighbouring one unchanged (a larger minimum size that
     removes nothing more, a fallback that only acts on empty masks); their scores are then
@@ -141,7 +199,7 @@ def score_settings(
     spacing = tuple(case.adc.GetSpacing())
     scores: dict[PostProcessing, MetricTriple] = {}
     known: list[tuple[np.ndarray, MetricTriple]] = []
-    for setting in candidate_settings(settings, tta):
+    for setting in candidate_settings(settings, tta, refine):
         mask = final_mask(probability, spacing, setting)
         reused = next((triple for seen, triple in known if np.array_equal(seen, mask)), None)
         if reused is None:
@@ -172,6 +230,10 @@ def apply_tuning(config: ExperimentConfig, model_dir: Path, result: TuningResult
     model_dir = Path(model_dir)
     tuned = dataclasses.replace(config, inference=config.inference.with_postprocessing(result.chosen.settings))
     write_atomic(model_dir / TUNING_JSON, lambda path: path.write_text(json.dumps(result.to_dict(), indent=2) + "\n"))
+    if result.refiner is not None:
+        save_refiner(result.refiner, model_dir)
+    else:
+        (model_dir / REFINEMENT_FILENAME).unlink(missing_ok=True)
     write_atomic(model_dir / CONFIG_FILENAME, tuned.save)
     chosen = result.chosen
     LOG.info(
@@ -201,9 +263,16 @@ def tune_trained_folder(
 def describe(settings: PostProcessing) -> str:
     """A post-processing setting in words, for logs and the command line."""
     return (f"threshold {settings.threshold:g}, min component {settings.min_component_mm3:g} mm3, "
-            f"empty fallback {settings.empty_fallback_probability:g}, flip TTA {'on' if settings.tta_flips else 'off'}")
+            f"empty fallback {settings.empty_fallback_probability:g}, flip TTA {'on' if settings.tta_flips else 'off'}, "
+            f"refinement {'on' if settings.refine else 'off'}")
 
 
 def _mean_candidate(key: PostProcessing, scores: list[MetricTriple]) -> Candidate:
     dice, masd, nsd = (float(v) for v in np.mean(np.asarray(scores, dtype=float), axis=0))
     return Candidate(settings=key, dice=dice, masd_mm=masd, nsd=nsd)
+
+
+def _example(probability: np.ndarray, case: CaseImages) -> RefinementExample:
+    assert case.label is not None
+    return RefinementExample(probability=probability, adc=to_xyz_array(case.adc), zadc=to_xyz_array(case.zadc),
+                             spacing=case.adc.GetSpacing(), label=to_xyz_array(case.label, np.uint8))
