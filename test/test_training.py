@@ -17,6 +17,7 @@ from hieseg.synthesis.generator import write_release
 from hieseg.training import data as training_data
 from hieseg.training import optimization
 from hieseg.training.data import load_cases
+from hieseg.training.folder import held_out_runs
 from hieseg.training.trainer import Trainer, train, validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,6 +141,16 @@ def test_a_finished_run_resumes_with_other_tuning_settings_and_keeps_its_weights
     with pytest.raises(ConfigError, match="different configuration"):
         train(one_epoch_config(**{"train.learning_rate": 0.01}), small_cases, tmp_path, resume=True, device=CPU,
               progress=False)
+
+
+def test_tuning_covers_every_fold_of_the_folder_out_of_fold(small_cases: list, tmp_path: Path, caplog) -> None:
+    first = train(one_epoch_config(), small_cases, tmp_path, device=CPU, progress=False)
+    second = train(one_epoch_config(**{"train.fold": 1}), small_cases, tmp_path, device=CPU, progress=False)
+    assert set(first.validation_ids).isdisjoint(second.validation_ids)
+    (tmp_path / "model.pt").write_bytes((tmp_path / "fold0.pt").read_bytes())  # an explicit-list run's weights
+    runs = held_out_runs(tmp_path, second.config, small_cases, [(second.weights, second.validation_ids)])
+    assert runs == [(tmp_path / "fold0.pt", first.validation_ids), (tmp_path / "fold1.pt", second.validation_ids)]
+    assert "model.pt: not tuned with the others" in caplog.text
 
 
 def run_train_cli(*args: str) -> subprocess.CompletedProcess:

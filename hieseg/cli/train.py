@@ -18,7 +18,7 @@ from hieseg.errors import ConfigError
 from hieseg.runtime.logs import configure_logging
 from hieseg.training import distributed
 from hieseg.training.data import load_cases
-from hieseg.training.folder import check_outputs
+from hieseg.training.folder import check_outputs, held_out_runs
 from hieseg.training.trainer import train
 from hieseg.training.tuning import TUNING_JSON, describe, tune_trained_folder
 
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 results.append(result)
         if config.tuning.enabled and ranks.is_main:
-            tuned = tune_trained_folder(results[-1].config, args.out, [(r.weights, r.validation_ids) for r in results],
-                                        cases, device, progress)
+            runs = held_out_runs(args.out, results[-1].config, cases, [(r.weights, r.validation_ids) for r in results])
+            tuned = tune_trained_folder(results[-1].config, args.out, runs, cases, device, progress)
             chosen = tuned.chosen
             print(
                 f"post-processing tuned on {len(tuned.case_ids)} validation case(s): {describe(chosen.settings)} "

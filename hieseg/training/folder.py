@@ -8,6 +8,9 @@ explicit validation list) and ``<out>/runs/<name>/`` (the run's logs and checkpo
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from hieseg.config.differences import describe_differences, flat_differences
@@ -16,13 +19,18 @@ from hieseg.config.settings import (
     POSTPROCESSING_KEYS,
     ExperimentConfig,
 )
+from hieseg.data.burden import lesion_burden
+from hieseg.data.splits import train_validation_split
 from hieseg.errors import ConfigError, OutputError
 from hieseg.io.images import require_writable, write_atomic
+from hieseg.io.layout import CaseImages
 from hieseg.model.provenance import current_provenance
 from hieseg.training.checkpoint import CHECKPOINT_FILE
 from hieseg.training.logs import METRICS_FILE, continued_history
 
+LOG = logging.getLogger(__name__)
 RUNS_DIR = "runs"
+FOLD_WEIGHTS = re.compile(r"fold(\d+)\.pt")
 
 
 def run_name(config: ExperimentConfig, validation_ids: list[str] | None) -> str:
@@ -110,3 +118,30 @@ def check_config_fits(config: ExperimentConfig, out_dir: Path) -> None:
             f"{path} holds a different configuration ({describe_differences(differences, 'there', 'here')}): "
             "weights in one folder are ensembled, so they must share it; choose another --out"
         )
+
+
+def held_out_runs(out_dir: Path, config: ExperimentConfig, cases: Sequence[CaseImages],
+                  trained: Sequence[tuple[Path, Sequence[str]]]) -> list[tuple[Path, list[str]]]:
+    """Every weights file of the folder with the cases it never trained on, for out-of-fold tuning.
+
+    The folder's networks are ensembled at inference, so tuning covers all of them: ``trained``
+    (this command's runs) and every other ``fold<k>.pt`` there, whose validation cases are fold k
+    of the split ``config`` makes of ``cases``. Weights of an explicit validation list that this
+    command did not train cannot be placed, and are named in a warning.
+    """
+    runs = [(Path(weights), list(ids)) for weights, ids in trained]
+    known = {weights.name for weights, _ in runs}
+    burdens = [lesion_burden(case) for case in cases]
+    case_ids = [case.files.case_id for case in cases]
+    for path in sorted(Path(out_dir).glob("*.pt")):
+        if path.name in known:
+            continue
+        match = FOLD_WEIGHTS.fullmatch(path.name)
+        if match is None:
+            LOG.warning("%s: not tuned with the others (its validation cases are not recorded); it is still "
+                        "ensembled at inference", path)
+            continue
+        _, validation = train_validation_split(case_ids, burdens, folds=config.train.folds, fold=int(match[1]),
+                                               seed=config.train.seed)
+        runs.append((path, validation))
+    return sorted(runs, key=lambda run: run[0].name)
