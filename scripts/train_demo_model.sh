@@ -4,7 +4,9 @@
 # restricted lesions; see hieseg/synthesis/), the default network, loss, native-grid normalisation and
 # data-derived grid, a CPU-sized schedule (64x64x32 patches, 3600 steps, scale augmentation +/-20 %,
 # no elastic deformation), then post-processing tuned on the 20 validation cases: about 90 minutes on
-# 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
+# 2 idle cores. A stopped run continues with RESUME=1 (bit for bit). FOLDS="0 1" also trains fold 1 into
+# the same folder (the two-network ensemble "v6" of docs/quality.md, not shipped), each fold about as long;
+# the tuning after the last fold covers both folds' validation cases.
 #   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo, runs/demo-model)
 # Copy OUT_DIR's config.json, fold0.pt and tuning.json to model/ to ship them.
 # They show the pipeline working end to end; they are NOT fit for real data.
@@ -17,10 +19,12 @@ if [ -n "${RESUME:-}" ]; then RESUME_FLAG=(--resume); fi
 if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised
 fi
-python train.py --data "$DATA" --out "$OUT" --loss tversky_hausdorffdt --fold 0 --folds 5 --seed 42 \
-    --epochs 60 --set train.steps_per_epoch=60 --set train.learning_rate=0.002 \
-    --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0 \
-    --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32] \
-    --set augment.scale_range=0.2 --set augment.affine_prob=0.3 \
-    --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0 --device cpu \
-    "${RESUME_FLAG[@]}"
+for FOLD in ${FOLDS:-0}; do
+    python train.py --data "$DATA" --out "$OUT" --loss tversky_hausdorffdt --fold "$FOLD" --folds 5 --seed 42 \
+        --epochs 60 --set train.steps_per_epoch=60 --set train.learning_rate=0.002 \
+        --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0 \
+        --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32] \
+        --set augment.scale_range=0.2 --set augment.affine_prob=0.3 \
+        --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0 --device cpu \
+        "${RESUME_FLAG[@]}"
+done
