@@ -180,13 +180,13 @@ def case_of(example: RefinementExample, name: str) -> CaseImages:
         return result
 
     files = CaseFiles(name, Path(f"{name}-adc.mha"), Path(f"{name}-z.mha"), Path(f"{name}-label.mha"))
-    return CaseImages(files=files, adc=image(example.adc.astype(np.float32)), zadc=image(example.zadc.astype(np.float32)),
-                      label=image(example.label))
+    return CaseImages(files=files, adc=image(example.adc.astype(np.float32)),
+                      zadc=image(example.zadc.astype(np.float32)), label=image(example.label))
 
 
 def test_cross_fitted_refinement_beats_an_uninformative_probability() -> None:
     examples = [z_marked_example(seed) for seed in range(4)]
-    maps = [(example.probability, case_of(example, f"case{seed}")) for seed, example in enumerate(examples)]
+    maps = [(example, case_of(example, f"case{seed}")) for seed, example in enumerate(examples)]
     settings = TuningConfig(thresholds=(0.5,), min_component_mm3=(0.0,), empty_fallback_probability=(0.0,),
                             refinement_neighbourhood_mm=1.0)
     (refined,) = refinement_candidates(maps, settings)

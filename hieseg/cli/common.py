@@ -104,7 +104,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def inference_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The inference settings given on the command line, checked (a bad value fails here, before any work)."""
     overrides = {key: value for key, value in (
-        ("tta_flips", args.tta), ("refine", args.refine), ("threshold", args.threshold), ("min_component_mm3", args.min_component_mm3),
+        ("tta_flips", args.tta), ("refine", args.refine), ("threshold", args.threshold),
+        ("min_component_mm3", args.min_component_mm3),
     ) if value is not None}
     InferenceConfig(**overrides)
     return overrides

@@ -31,7 +31,7 @@ from hieseg.inference.postprocess import final_mask
 from hieseg.io.brain import brain_of
 from hieseg.io.images import from_xyz_array, to_xyz_array, write_image_atomic
 from hieseg.io.layout import CaseImages
-from hieseg.model.refinement import REFINEMENT_FILENAME, Refiner
+from hieseg.model.refinement import Refiner, require_refiner
 from hieseg.model.weights import ModelBundle
 
 
@@ -64,9 +64,8 @@ class Predictor:
     def from_bundle(cls, bundle: ModelBundle, device: torch.device, **overrides: object) -> Predictor:
         """A predictor for a loaded weights folder, with inference settings optionally overridden."""
         settings = dataclasses.replace(bundle.config.inference, **overrides)
-        if settings.refine and bundle.refiner is None:
-            raise ModelError(f"{bundle.weight_files[0].parent / REFINEMENT_FILENAME}: missing, so the probability "
-                             "cannot be refined; this folder's tuning kept no refinement stage")
+        if settings.refine:
+            require_refiner(bundle.refiner, bundle.weight_files[0].parent)
         return cls(bundle.config, bundle.networks, device, settings, bundle.refiner)
 
     def probability(self, case: CaseImages) -> np.ndarray:

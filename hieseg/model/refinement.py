@@ -93,7 +93,8 @@ class Refiner:
         if data.get("features") != list(FEATURE_NAMES):
             raise ModelError(f"{source}: features {data.get('features')!r} differ from this version's "
                              f"{list(FEATURE_NAMES)}; tune the weights folder again")
-        vectors = {name: _numbers(data.get(name), source, name, len(FEATURE_NAMES)) for name in ("mean", "scale", "weights")}
+        vectors = {name: _numbers(data.get(name), source, name, len(FEATURE_NAMES))
+                   for name in ("mean", "scale", "weights")}
         if any(value <= 0 for value in vectors["scale"]):
             raise ModelError(f"{source}: 'scale' must be positive")
         (neighbourhood,) = _numbers([data.get("neighbourhood_mm")], source, "neighbourhood_mm", 1)
@@ -177,6 +178,14 @@ def load_refiner(model_dir: Path) -> Refiner | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: not valid JSON ({exc})") from exc
     return Refiner.from_dict(data, path)
+
+
+def require_refiner(refiner: Refiner | None, model_dir: Path) -> Refiner:
+    """``refiner``, or the :class:`ModelError` for a weights folder asked to refine without its ``refinement.json``."""
+    if refiner is None:
+        raise ModelError(f"inference.refine is on but {Path(model_dir) / REFINEMENT_FILENAME} is missing: copy it "
+                         "with the weights, or turn refinement off (--no-refine, or refine false in config.json)")
+    return refiner
 
 
 def _newton_logistic(design: np.ndarray, target: np.ndarray, weight: np.ndarray, ridge: float,

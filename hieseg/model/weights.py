@@ -16,7 +16,7 @@ from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
 from hieseg.errors import ConfigError, ModelError
 from hieseg.model.network import build_network, network_of_state
 from hieseg.model.provenance import warn_on_version_drift
-from hieseg.model.refinement import REFINEMENT_FILENAME, Refiner, load_refiner
+from hieseg.model.refinement import Refiner, load_refiner, require_refiner
 
 WEIGHTS_PATTERN = "*.pt"
 DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError)
@@ -54,9 +54,8 @@ def load_bundle(model_dir: Path, device: torch.device) -> ModelBundle:
         raise ModelError(f"{model_dir}: no weight files ({WEIGHTS_PATTERN}) found")
     networks = [load_network(config, path, device) for path in weight_files]
     refiner = load_refiner(model_dir)
-    if config.inference.refine and refiner is None:
-        raise ModelError(f"{config_path}: inference.refine is true but {model_dir / REFINEMENT_FILENAME} is missing; "
-                         "copy it with the weights, or set refine to false")
+    if config.inference.refine:
+        require_refiner(refiner, model_dir)
     return ModelBundle(config=config, networks=networks, weight_files=weight_files, refiner=refiner)
 
 

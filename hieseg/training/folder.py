@@ -92,8 +92,8 @@ def check_config_fits(config: ExperimentConfig, out_dir: Path) -> None:
 
     The fold differs between the folds of one folder, and the post-processing that tuning rewrites
     (when it is on) too; the tuning section may differ as well, since it changes no weights (a finished
-    run resumed with other tuning settings is tuned again); a grid this run still derives from the data (``preprocess.target_spacing``
-    unset) is compared once it is known, so this can run before any case is read.
+    run resumed with other tuning settings is tuned again); a grid this run still derives from the data
+    (``preprocess.target_spacing`` unset) is compared once it is known, so this can run before any case is read.
     """
     path = Path(out_dir) / CONFIG_FILENAME
     if not path.exists():

@@ -115,7 +115,7 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
         raise ValueError("post-processing tuning needs at least one validation case")
     tta_options = (False, True) if settings.try_tta else (False,)
     candidates = []
-    plain_maps: list[tuple[np.ndarray, CaseImages]] = []
+    plain_maps: list[tuple[RefinementExample, CaseImages]] = []
     for tta in tta_options:
         per_case: list[dict[PostProcessing, MetricTriple]] = []
         for part in held_out:
@@ -129,7 +129,7 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
                              disable=not progress, leave=False):
                 probability = predictor.network_probability(case)
                 if settings.try_refinement and not tta:
-                    plain_maps.append((probability, case))
+                    plain_maps.append((_example(probability, case), case))
                 per_case.append(score_settings(probability, case, settings, tta))
         candidates += [_mean_candidate(key, [scores[key] for scores in per_case]) for key in per_case[0]]
     refined = refinement_candidates(plain_maps, settings) if settings.try_refinement else []
@@ -145,17 +145,17 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
     refiner = None
     if best_refined is not None and best_candidate([chosen, best_refined]) is best_refined:
         chosen = best_refined
-        refiner = fit_refiner([_example(probability, case) for probability, case in plain_maps],
-                              settings.refinement_neighbourhood_mm)
+        refiner = fit_refiner([example for example, _ in plain_maps], settings.refinement_neighbourhood_mm)
     return TuningResult(chosen=chosen, best_plain=best_plain, best_tta=best_tta, candidates=candidates,
                         case_ids=case_ids, best_refined=best_refined, refiner=refiner)
 
 
-def refinement_candidates(maps: Sequence[tuple[np.ndarray, CaseImages]], settings: TuningConfig) -> list[Candidate]:
+def refinement_candidates(maps: Sequence[tuple[RefinementExample, CaseImages]],
+                          settings: TuningConfig) -> list[Candidate]:
     """Every setting's mean scores on cross-fitted refined probabilities (none when too few cases).
 
-    ``maps`` pairs each validation case with its plain network probability; the cases are dealt
-    alternately into two halves, and each half is refined by a refiner fitted on the other.
+    ``maps`` pairs each validation case's plain network probability and arrays (read once) with the case;
+    the cases are dealt alternately into two halves, and each half is refined by a refiner fitted on the other.
     """
     if len(maps) < MIN_REFINEMENT_CASES:
         LOG.warning("refinement not tried: cross-fitting needs at least %d validation cases, there are %d",
@@ -165,14 +165,12 @@ def refinement_candidates(maps: Sequence[tuple[np.ndarray, CaseImages]], setting
     per_case: list[dict[PostProcessing, MetricTriple]] = []
     for scored, fitted in ((halves[0], halves[1]), (halves[1], halves[0])):
         try:
-            refiner = fit_refiner([_example(probability, case) for probability, case in fitted],
-                                  settings.refinement_neighbourhood_mm)
+            refiner = fit_refiner([example for example, _ in fitted], settings.refinement_neighbourhood_mm)
         except ValueError as exc:
             LOG.warning("refinement not tried: a half of the validation cases cannot fit it (%s)", exc)
             return []
-        for probability, case in scored:
-            refined = refiner.refine(probability, to_xyz_array(case.adc), to_xyz_array(case.zadc),
-                                     case.adc.GetSpacing())
+        for example, case in scored:
+            refined = refiner.refine(example.probability, example.adc, example.zadc, example.spacing)
             per_case.append(score_settings(refined, case, settings, refine=True))
     return [_mean_candidate(key, [scores[key] for scores in per_case]) for key in per_case[0]]
 
