@@ -7,12 +7,14 @@
 # 2 idle cores. A stopped run continues with RESUME=1 (bit for bit). FOLDS="0 1" also trains fold 1 into
 # the same folder (the two-network ensemble "v6" of docs/quality.md, not shipped), each fold about as long;
 # the tuning after the last fold covers both folds' validation cases.
-#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo, runs/demo-model)
+#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v7, runs/demo-model)
+# DATA_DIR is generated when missing and reused as it is otherwise: its name carries the profile's version
+# (v7: the accurate-atlas effect), so data made by an older profile is never trained on by mistake.
 # Copy OUT_DIR's config.json, fold0.pt and tuning.json to model/ to ship them.
 # They show the pipeline working end to end; they are NOT fit for real data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="${1:-data/synthetic-demo}"
+DATA="${1:-data/synthetic-demo-v7}"
 OUT="${2:-runs/demo-model}"
 RESUME_FLAG=()
 if [ -n "${RESUME:-}" ]; then RESUME_FLAG=(--resume); fi

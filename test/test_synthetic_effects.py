@@ -187,6 +187,36 @@ def test_normative_offset_moves_z_without_knowing_it():
     assert np.median(zadc[white_matter] - twin_z[white_matter]) == pytest.approx(offset, abs=0.05)
 
 
+def test_scaled_atlas_error_shrinks_every_error_towards_an_exact_atlas():
+    drawn = {"misregistration_mm": 2.0, "warp_mm": 0.8, "regional_bias_z": 0.6, "global_offset_z": -0.4,
+             "std_scale": 1.2}
+    scaled = fx.scaled_atlas_error(drawn, 0.25)
+    assert scaled == pytest.approx({"misregistration_mm": 0.5, "warp_mm": 0.2, "regional_bias_z": 0.15,
+                                    "global_offset_z": -0.1, "std_scale": 1.05})
+    assert fx.scaled_atlas_error(drawn, 0.0)["std_scale"] == 1.0
+    assert drawn["misregistration_mm"] == 2.0
+
+
+def test_accurate_atlas_brings_z_close_to_the_exact_atlas_and_leaves_the_adc_alone():
+    seed = 4
+    imperfect = make_case("A", seed, size=SIZE, lesion_burden=0.0, profile=RANDOMISED.only("normative"))
+    accurate = make_case("A", seed, size=SIZE, lesion_burden=0.0,
+                         profile=RANDOMISED.only("normative", "accurate_atlas"))
+    exact = make_case("A", seed, size=SIZE, lesion_burden=0.0)
+    (adc, z_accurate, _), (imperfect_adc, z_imperfect, _), (_, z_exact, _) = (
+        arrays(accurate), arrays(imperfect), arrays(exact))
+    assert np.array_equal(adc, imperfect_adc)
+    assert accurate.effects["normative"] == imperfect.effects["normative"]
+    assert 0.0 <= accurate.effects["accurate_atlas"]["error_scale"] <= 0.25
+    brain = adc > 0
+    error_accurate = np.abs(z_accurate - z_exact)[brain].mean()
+    error_imperfect = np.abs(z_imperfect - z_exact)[brain].mean()
+    assert error_accurate < 0.35 * error_imperfect
+    alone = make_case("A", seed, size=TINY, profile=RANDOMISED.only("accurate_atlas"))
+    assert "accurate_atlas" in alone.effects
+    assert np.array_equal(arrays(alone)[1], arrays(make_case("A", seed, size=TINY))[1])
+
+
 def test_cerebellum_and_brainstem_add_inferior_posterior_brain_that_is_never_lesioned():
     case, twin = with_twin("hindbrain", 5, lesion_burden=0.05)
     adc, _, lesion = arrays(case)

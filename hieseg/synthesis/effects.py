@@ -56,6 +56,7 @@ EFFECTS = (
     "ghosting",
     "small_lesions",
     "mild_lesions",
+    "accurate_atlas",
 )
 """Effect names, in the order of their random streams: append new effects at the end only."""
 
@@ -286,6 +287,24 @@ class MildLesions:
 
 
 @dataclass(frozen=True)
+class AccurateAtlas:
+    """A normative model nearly as good as one can be: the normative effect's drawn errors (misregistration,
+    warp, regional bias, global offset and the std scale's distance from 1) times a factor ``error_scale``.
+
+    Atlases differ in quality between sites and pipelines. Without this effect every training case carries
+    at least 0.5 mm of misregistration and 0.3 z of regional bias, so a network learns that a compact
+    region at Z_ADC -2.5 is as likely normative error as lesion, whatever the rest of the map looks like.
+    With it, the training set spans accurate to poor atlases. Only acts where the normative effect is on.
+    """
+
+    probability: float
+    error_scale: Ranges
+
+    def draw(self, rng: np.random.Generator) -> Params:
+        return {"error_scale": draw_from(rng, self.error_scale)}
+
+
+@dataclass(frozen=True)
 class _LowAdcBlobs:
     """A random number of low-ADC blobs that are not lesions; where they go is the effect's."""
 
@@ -413,6 +432,7 @@ class RealismProfile:
     ghosting: Ghosting
     small_lesions: SmallLesions
     mild_lesions: MildLesions
+    accurate_atlas: AccurateAtlas
 
     def probabilities(self) -> dict[str, float]:
         """Each effect's per-case probability."""
@@ -474,6 +494,7 @@ RANDOMISED = RealismProfile(
     ghosting=Ghosting(probability=0.0, amplitude=((0.03, 0.10),)),
     small_lesions=SmallLesions(probability=0.25, burden=(0.00002, 0.002), blobs=(2, 10)),
     mild_lesions=MildLesions(probability=0.4, blob_probability=0.6, ratio=((0.55, 0.8),)),
+    accurate_atlas=AccurateAtlas(probability=0.3, error_scale=((0.0, 0.25),)),
 )
 """The training profile. Blood products and ghosting have probability 0: held out for SHIFTED."""
 
@@ -506,9 +527,10 @@ SHIFTED = dataclasses.replace(
     ghosting=dataclasses.replace(RANDOMISED.ghosting, probability=0.4),
     small_lesions=dataclasses.replace(RANDOMISED.small_lesions, probability=0.0),
     mild_lesions=dataclasses.replace(RANDOMISED.mild_lesions, probability=0.0),
+    accurate_atlas=dataclasses.replace(RANDOMISED.accurate_atlas, probability=0.0),
 )
-"""Out-of-distribution test profile: RANDOMISED with only these differences. Small and mild lesions, added to
-RANDOMISED after SHIFTED was first scored, stay off, so that its cases (and every figure measured on them)
+"""Out-of-distribution test profile: RANDOMISED with only these differences. Small and mild lesions and the
+accurate atlas, added to RANDOMISED after SHIFTED was first scored, stay off, so that its cases (and every figure measured on them)
 are those of before."""
 
 BASIC = dataclasses.replace(RANDOMISED.only(), name="basic")
@@ -643,6 +665,15 @@ def misregistered_lookup(
     low = flat[base]
     high = flat[np.minimum(base + 1, base - k_low.astype(np.int32) + shape[2] - 1)]
     return [table[low] + (table[high] - table[low]) * fraction for table in tables]
+
+
+def scaled_atlas_error(params: Params, factor: float) -> Params:
+    """The normative effect's drawn ``params`` with every error ``factor`` times as large (std scale about 1)."""
+    scaled = dict(params)
+    for name in ("misregistration_mm", "warp_mm", "regional_bias_z", "global_offset_z"):
+        scaled[name] = float(params[name]) * factor
+    scaled["std_scale"] = 1.0 + (float(params["std_scale"]) - 1.0) * factor
+    return scaled
 
 
 def normative_bias(

@@ -51,6 +51,8 @@ small lesions   p 0.25: burden log-uniform 0.002-0.2 %      never (the profile a
 mild lesions    p 0.4: each blob with p 0.6 at 0.55-0.8 x   never
                 its tissue's normal ADC (core x0.9, rim
                 x1.1) instead of 450-850
+accurate atlas  p 0.3: the normative errors drawn above     never
+                times 0-0.25 (a near-exact atlas)
 ==============  ==========================================  ==============================================
 
 What is modelled / what is not
@@ -100,7 +102,8 @@ Added by the "randomised" and "shifted" profiles (table above):
   lesion blob may spread into the capsule, never start there).
 * Faint, pseudo-normalised lesions (z -1.5..-3); lesion-free cases with an empty label.
 * In "randomised" only: small punctate, multifocal lesions (down to a few voxels) and mildly restricted
-  blobs at a fraction of their tissue's normal ADC, as real lesions vary in size and degree.
+  blobs at a fraction of their tissue's normal ADC, as real lesions vary in size and degree; and, in
+  some cases, a nearly exact normative model, as atlases vary in quality.
 * Site: ADC scale, noise level and in-plane resolution.
 * Imperfect skull stripping: a leftover shell of non-brain tissue (``TissueClass.NON_BRAIN``;
   ADC > 0 so it is brain for the pipeline, and its Z is strongly negative because the atlas
@@ -965,7 +968,8 @@ def _normative_model(
 
     Basic: the brain's own lesion-free means. The myelination effect makes the model only
     partly know the internal capsule; the normative effect misregisters the model's tissue map
-    and adds its bias, offset and std errors. Neither knows the site's ADC scale.
+    and adds its bias, offset and std errors, all made smaller by the accurate-atlas effect. Neither
+    knows the site's ADC scale.
     """
     std_table = _std_table()
     myelination, error = active.get("myelination"), active.get("normative")
@@ -981,7 +985,8 @@ def _normative_model(
         )
     if error is None:
         return _Normative(mean=mean_table[brain.tissue], std=std_table[brain.tissue])
-    params = error.params
+    accurate = active.get("accurate_atlas")
+    params = fx.scaled_atlas_error(error.params, float(accurate.params["error_scale"])) if accurate else error.params
     mean, std = fx.misregistered_lookup(
         error.rng,
         brain.tissue,
