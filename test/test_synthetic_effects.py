@@ -448,3 +448,25 @@ def test_cli_profile_defaults_to_randomised_and_is_documented(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "bad"), "--cases", "1", "--profile", "hard"])
     assert set(PROFILES) == {"basic", "randomised", "shifted"}
+
+
+def test_cli_without_switches_effects_off_and_keeps_every_other_draw(tmp_path, capsys):
+    size = [str(n) for n in TINY]
+    common = ["--cases", "3", "--seed", "5", "--size", *size]
+    assert main(["--out", str(tmp_path / "all"), *common]) == 0
+    assert main(["--out", str(tmp_path / "less"), *common, "--without", "accurate_atlas", "--without", "motion"]) == 0
+    assert "randomised-accurate_atlas-motion profile" in capsys.readouterr().out
+    profile = RANDOMISED.without("accurate_atlas", "motion")
+    switched_off = [set(make_case(release_case_id(i), case_seed(5, i), size=TINY, profile=RANDOMISED).effects)
+                    & {"accurate_atlas", "motion"} for i in range(3)]
+    assert any(switched_off), "no case of this seed draws either effect: the check below would prove nothing"
+    for index in range(3):
+        case_id = release_case_id(index)
+        expected = make_case(case_id, case_seed(5, index), size=TINY, profile=profile)
+        written = to_xyz_array(read_image(adc_path(tmp_path / "less", case_id)))
+        assert np.array_equal(written, arrays(expected)[0])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "bad"), *common, "--without", "no_such_effect"])
+    assert exit_info.value.code == 2
+    assert "no_such_effect" in capsys.readouterr().err
+

@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         "cases (held-out artefacts and site/normative settings); see below",
     )
     parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=list(fx.EFFECTS),
+        metavar="EFFECT",
+        help="switch this effect of the profile off (repeatable), e.g. --without accurate_atlas makes the "
+        "training data of the v5 demo weights; effects: " + ", ".join(fx.EFFECTS),
+    )
+    parser.add_argument(
         "--container",
         metavar="UUID",
         help="write one case in the grand-challenge container layout (label in OUT/label/UUID.mha)",
@@ -66,7 +75,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--cases must be at least 1, got {args.cases}")
     if args.size is not None and min(args.size) < MIN_SIZE:
         parser.error(f"--size values must be at least {MIN_SIZE}, got {args.size}")
+    args.realism = fx.resolve_profile(args.profile).without(*args.without) if args.without else args.profile
     return args
+
+
+def _profile_name(profile: str | fx.RealismProfile) -> str:
+    return profile if isinstance(profile, str) else profile.name
 
 
 def _profiles_help() -> str:
@@ -95,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"{args.out}: exists and is not a folder")
         if args.container is not None:
             check_uuid(args.container)
-            case = make_case(args.container, args.seed, size=size, profile=args.profile)
+            case = make_case(args.container, args.seed, size=size, profile=args.realism)
             written = write_container_case(args.out, case, args.container)
             label_file = args.out / "label" / f"{args.container}.mha"
             write_image_atomic(case.label, label_file)
@@ -103,10 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"wrote {path}")
         else:
             ids = write_release(args.out, args.cases, seed=args.seed, sizes=size,
-                                progress=not args.no_progress, profile=args.profile)
+                                progress=not args.no_progress, profile=args.realism)
             elapsed = time.perf_counter() - started
             print(
-                f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({args.profile} profile) to {args.out} "
+                f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({_profile_name(args.realism)} profile) to {args.out} "
                 f"in {elapsed:.1f} s"
             )
     except (OSError, ValueError) as exc:
