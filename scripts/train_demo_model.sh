@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# Reproduce the demo weights shipped in model/ (v5): 100 cases of the randomised synthetic profile
-# (imperfect normative Z, confounders, site and skull-strip variation, small punctate and mildly
-# restricted lesions; see hieseg/synthesis/), the default network, loss, native-grid normalisation and
-# data-derived grid, a CPU-sized schedule (64x64x32 patches, 3600 steps, scale augmentation +/-20 %,
-# no elastic deformation), then post-processing tuned on the 20 validation cases: about 90 minutes on
+# Reproduce the demo weights shipped in model/ (v5): 100 cases of the randomised synthetic profile without
+# its accurate_atlas effect (imperfect normative Z, confounders, site and skull-strip variation, small punctate
+# and mildly restricted lesions; see hieseg/synthesis/), the default network, loss, native-grid normalisation
+# and data-derived grid, a CPU-sized schedule (64x64x32 patches, 3600 steps, scale augmentation +/-20 %,
+# no elastic deformation), then post-processing tuned on the 20 validation cases: about 60-90 minutes on
 # 2 idle cores. A stopped run continues with RESUME=1 (bit for bit). FOLDS="0 1" also trains fold 1 into
 # the same folder (the two-network ensemble "v6" of docs/quality.md, not shipped), each fold about as long;
-# the tuning after the last fold covers both folds' validation cases.
-#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v7, runs/demo-model)
-# DATA_DIR is generated when missing and reused as it is otherwise: its name carries the profile's version
-# (v7: the accurate-atlas effect), so data made by an older profile is never trained on by mistake.
+# the tuning after the last fold covers both folds' validation cases. WITHOUT lists the profile's effects
+# left out of the data (default accurate_atlas, as v5 was trained); WITHOUT="" with a new DATA_DIR makes the
+# data of v7 (docs/quality.md, not shipped).
+#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo, runs/demo-model)
+#   WITHOUT="" scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7      (v7)
+# DATA_DIR is generated when missing and reused as it is otherwise, so give a new one when WITHOUT changes.
 # Copy OUT_DIR's config.json, fold0.pt and tuning.json to model/ to ship them.
 # They show the pipeline working end to end; they are NOT fit for real data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="${1:-data/synthetic-demo-v7}"
+DATA="${1:-data/synthetic-demo}"
 OUT="${2:-runs/demo-model}"
 RESUME_FLAG=()
 if [ -n "${RESUME:-}" ]; then RESUME_FLAG=(--resume); fi
+WITHOUT_FLAGS=()
+for EFFECT in ${WITHOUT-accurate_atlas}; do WITHOUT_FLAGS+=(--without "$EFFECT"); done
 if [ ! -d "$DATA/1ADC_ss" ]; then
-    python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised
+    python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
 for FOLD in ${FOLDS:-0}; do
     python train.py --data "$DATA" --out "$OUT" --loss tversky_hausdorffdt --fold "$FOLD" --folds 5 --seed 42 \
