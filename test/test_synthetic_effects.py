@@ -123,7 +123,7 @@ def test_profiles_are_deterministic_and_keep_the_basic_twins_grid():
         RANDOMISED.only("gremlins")
 
 
-@pytest.mark.parametrize("profile", ["randomised", "shifted"])
+@pytest.mark.parametrize("profile", ["randomised", "shifted", "accurate-atlas"])
 def test_every_profile_keeps_the_release_conventions(profile):
     for seed in range(5):
         case = make_case("I", seed, size=SIZE, profile=profile)
@@ -215,6 +215,23 @@ def test_accurate_atlas_brings_z_close_to_the_exact_atlas_and_leaves_the_adc_alo
     alone = make_case("A", seed, size=TINY, profile=RANDOMISED.only("accurate_atlas"))
     assert "accurate_atlas" in alone.effects
     assert np.array_equal(arrays(alone)[1], arrays(make_case("A", seed, size=TINY))[1])
+
+
+def test_accurate_atlas_profile_is_the_randomised_cases_with_a_near_exact_normative_model():
+    drawn_profile = RANDOMISED.without("accurate_atlas")
+    accurate_z_errors, drawn_z_errors = [], []
+    for seed in (2, 5):
+        accurate = make_case("P", seed, size=SIZE, profile="accurate-atlas")
+        drawn = make_case("P", seed, size=SIZE, profile=drawn_profile)
+        exact = make_case("P", seed, size=SIZE, profile=drawn_profile.without("normative"))
+        (adc, z_accurate, label), (drawn_adc, z_drawn, drawn_label) = arrays(accurate), arrays(drawn)
+        assert np.array_equal(adc, drawn_adc) and np.array_equal(label, drawn_label)
+        assert set(accurate.effects) == set(drawn.effects)
+        z_exact = arrays(exact)[1]
+        brain = adc > 0
+        accurate_z_errors.append(np.abs(z_accurate - z_exact)[brain].mean())
+        drawn_z_errors.append(np.abs(z_drawn - z_exact)[brain].mean())
+    assert max(accurate_z_errors) < 0.35 * min(drawn_z_errors)
 
 
 def test_cerebellum_and_brainstem_add_inferior_posterior_brain_that_is_never_lesioned():
@@ -447,7 +464,7 @@ def test_cli_profile_defaults_to_randomised_and_is_documented(tmp_path, capsys):
     assert np.array_equal(to_xyz_array(label, np.uint8) > 0, arrays(expected)[2])
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "bad"), "--cases", "1", "--profile", "hard"])
-    assert set(PROFILES) == {"basic", "randomised", "shifted"}
+    assert set(PROFILES) == {"basic", "randomised", "shifted", "accurate-atlas"}
 
 
 def test_cli_without_switches_effects_off_and_keeps_every_other_draw(tmp_path, capsys):

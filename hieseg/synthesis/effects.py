@@ -533,10 +533,28 @@ SHIFTED = dataclasses.replace(
 accurate atlas, added to RANDOMISED after SHIFTED was first scored, stay off, so that its cases (and every figure measured on them)
 are those of before."""
 
+ACCURATE_ATLAS = dataclasses.replace(
+    RANDOMISED.without("accurate_atlas"),
+    name="accurate-atlas",
+    normative=dataclasses.replace(
+        RANDOMISED.normative,
+        misregistration_mm=((0.0, 0.2),),
+        warp_mm=((0.0, 0.1),),
+        regional_bias_z=((0.0, 0.1),),
+        global_offset_z=((0.0, 0.05),),
+        std_scale=((0.95, 1.05),),
+    ),
+)
+"""Test profile: the cases of RANDOMISED without its accurate_atlas effect (every other draw the same) against a
+near-exact normative model. Scored beside those cases (``randomised --without accurate_atlas``, same seed), it
+shows whether weights use a trustworthy Z_ADC as a threshold does (``scripts/atlas_check.sh``)."""
+
 BASIC = dataclasses.replace(RANDOMISED.only(), name="basic")
 """Every effect off: today's easy cases, bit for bit."""
 
-PROFILES: dict[str, RealismProfile] = {"basic": BASIC, "randomised": RANDOMISED, "shifted": SHIFTED}
+PROFILES: dict[str, RealismProfile] = {
+    "basic": BASIC, "randomised": RANDOMISED, "shifted": SHIFTED, "accurate-atlas": ACCURATE_ATLAS
+}
 
 HELD_OUT: tuple[tuple[str, str], ...] = (
     ("site", "adc_scale"),

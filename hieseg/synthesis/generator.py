@@ -55,6 +55,10 @@ accurate atlas  p 0.3: the normative errors drawn above     never
                 times 0-0.25 (a near-exact atlas)
 ==============  ==========================================  ==============================================
 
+A fourth profile, ``"accurate-atlas"`` (testing only), is "randomised" without the accurate-atlas effect
+and with a near-exact normative model (misregistration 0-0.2 mm, warp 0-0.1 mm, bias 0-0.1 z, offset
+0-0.05 z, std x 0.95-1.05): the same cases as ``RANDOMISED.without("accurate_atlas")`` but for Z_ADC.
+
 What is modelled / what is not
 ------------------------------
 Modelled in every profile (the "basic" case):
