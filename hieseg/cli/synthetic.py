@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="randomised",
         help="realism effects (default randomised, for training data): basic = easy cases (Z against the "
         "brain's own twin, no artefacts), randomised = training effects, shifted = out-of-distribution test "
-        "cases (held-out artefacts and site/normative settings); see below",
+        "cases (held-out artefacts and site/normative settings), accurate-atlas = randomised cases against a "
+        "near-exact normative model (scripts/atlas_check.sh); see below",
     )
     parser.add_argument(
         "--without",
@@ -80,6 +81,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _profile_name(profile: str | fx.RealismProfile) -> str:
+    """The name a profile is reported by: the name given, or the name of a profile made with --without."""
     return profile if isinstance(profile, str) else profile.name
 
 
@@ -120,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 progress=not args.no_progress, profile=args.realism)
             elapsed = time.perf_counter() - started
             print(
-                f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({_profile_name(args.realism)} profile) to {args.out} "
-                f"in {elapsed:.1f} s"
+                f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({_profile_name(args.realism)} profile) "
+                f"to {args.out} in {elapsed:.1f} s"
             )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

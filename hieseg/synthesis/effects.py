@@ -292,9 +292,10 @@ class AccurateAtlas:
     warp, regional bias, global offset and the std scale's distance from 1) times a factor ``error_scale``.
 
     Atlases differ in quality between sites and pipelines. Without this effect every training case carries
-    at least 0.5 mm of misregistration and 0.3 z of regional bias, so a network learns that a compact
-    region at Z_ADC -2.5 is as likely normative error as lesion, whatever the rest of the map looks like.
-    With it, the training set spans accurate to poor atlases. Only acts where the normative effect is on.
+    at least 0.5 mm of misregistration and 0.3 z of regional bias, and a compact region at Z_ADC -2.5 is as
+    likely normative error as lesion whatever the rest of the map looks like. With it, the training set spans
+    accurate to poor atlases (what that did to the demo weights: docs/quality.md, v7). Only acts where the
+    normative effect is on.
     """
 
     probability: float
@@ -530,8 +531,8 @@ SHIFTED = dataclasses.replace(
     accurate_atlas=dataclasses.replace(RANDOMISED.accurate_atlas, probability=0.0),
 )
 """Out-of-distribution test profile: RANDOMISED with only these differences. Small and mild lesions and the
-accurate atlas, added to RANDOMISED after SHIFTED was first scored, stay off, so that its cases (and every figure measured on them)
-are those of before."""
+accurate atlas, added to RANDOMISED after SHIFTED was first scored, stay off, so that its cases (and every
+figure measured on them) are those of before."""
 
 ACCURATE_ATLAS = dataclasses.replace(
     RANDOMISED.without("accurate_atlas"),
