@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from hieseg.cli.synthetic import main
 from hieseg.io.images import Geometry, read_image, to_xyz_array
-from hieseg.io.layout import adc_path, label_path
+from hieseg.io.layout import adc_path, label_path, zadc_path
 from hieseg.synthesis import effects as fx
 from hieseg.synthesis.effects import (
     HELD_OUT,
@@ -480,8 +480,10 @@ def test_cli_without_switches_effects_off_and_keeps_every_other_draw(tmp_path, c
     for index in range(3):
         case_id = release_case_id(index)
         expected = make_case(case_id, case_seed(5, index), size=TINY, profile=profile)
-        written = to_xyz_array(read_image(adc_path(tmp_path / "less", case_id)))
-        assert np.array_equal(written, arrays(expected)[0])
+        written_adc = to_xyz_array(read_image(adc_path(tmp_path / "less", case_id)))
+        written_z = to_xyz_array(read_image(zadc_path(tmp_path / "less", case_id)))
+        assert np.array_equal(written_adc, arrays(expected)[0])
+        assert np.array_equal(written_z, arrays(expected)[1])
     with pytest.raises(SystemExit) as exit_info:
         main(["--out", str(tmp_path / "bad"), *common, "--without", "no_such_effect"])
     assert exit_info.value.code == 2

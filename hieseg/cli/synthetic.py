@@ -76,13 +76,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--cases must be at least 1, got {args.cases}")
     if args.size is not None and min(args.size) < MIN_SIZE:
         parser.error(f"--size values must be at least {MIN_SIZE}, got {args.size}")
-    args.realism = fx.resolve_profile(args.profile).without(*args.without) if args.without else args.profile
+    profile = fx.resolve_profile(args.profile)
+    args.realism = profile.without(*args.without) if args.without else profile
     return args
-
-
-def _profile_name(profile: str | fx.RealismProfile) -> str:
-    """The name a profile is reported by: the name given, or the name of a profile made with --without."""
-    return profile if isinstance(profile, str) else profile.name
 
 
 def _profiles_help() -> str:
@@ -122,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 progress=not args.no_progress, profile=args.realism)
             elapsed = time.perf_counter() - started
             print(
-                f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({_profile_name(args.realism)} profile) "
+                f"wrote {len(ids)} case(s) {ids[0]} .. {ids[-1]} ({args.realism.name} profile) "
                 f"to {args.out} in {elapsed:.1f} s"
             )
     except (OSError, ValueError) as exc:
