@@ -8,9 +8,11 @@
 # the same folder (the two-network ensemble "v6" of docs/quality.md, not shipped), each fold about as long;
 # the tuning after the last fold covers both folds' validation cases. WITHOUT lists the profile's effects
 # left out of the data (default accurate_atlas, as v5 was trained); WITHOUT="" with a new DATA_DIR makes the
-# data of v7 (docs/quality.md, not shipped).
+# data of v7 (docs/quality.md, not shipped). ZADC is preprocess.zadc_normalization (default z_score, as v5;
+# centred keeps Z_ADC's units, as v8 of docs/quality.md).
 #   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo, runs/demo-model)
 #   WITHOUT="" scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7      (v7)
+#   WITHOUT="" ZADC=centred scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v8      (v8)
 # DATA_DIR is generated when missing and reused as it is otherwise, so give a new one when WITHOUT changes.
 # Copy OUT_DIR's config.json, fold0.pt and tuning.json to model/ to ship them.
 # They show the pipeline working end to end; they are NOT fit for real data.
@@ -31,6 +33,7 @@ for FOLD in ${FOLDS:-0}; do
         --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0 \
         --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32] \
         --set augment.scale_range=0.2 --set augment.affine_prob=0.3 \
+        --set preprocess.zadc_normalization="${ZADC:-z_score}" \
         --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0 --device cpu \
         "${RESUME_FLAG[@]}"
 done

@@ -37,13 +37,13 @@ def test_unreadable_config_names_the_file(tmp_path: Path) -> None:
 def test_other_format_version_is_refused() -> None:
     data = ExperimentConfig().to_dict()
     data["format_version"] = 99
-    with pytest.raises(ValueError, match=r"format_version 99 is not supported \(expected 1 to 3\)"):
+    with pytest.raises(ValueError, match=r"format_version 99 is not supported \(expected 1 to 4\)"):
         ExperimentConfig.from_dict(data)
 
 
 def test_format_2_weights_keep_the_network_grid_normalisation_and_new_ones_normalise_natively() -> None:
     data = ExperimentConfig().to_dict()
-    assert data["format_version"] == 3 and data["preprocess"]["normalization"] == "native"
+    assert data["format_version"] == 4 and data["preprocess"]["normalization"] == "native"
     del data["preprocess"]["normalization"]
     version_2 = {**data, "format_version": 2}
     assert ExperimentConfig.from_dict(version_2).preprocess.normalization == "network_grid"
@@ -52,6 +52,21 @@ def test_format_2_weights_keep_the_network_grid_normalisation_and_new_ones_norma
     assert ExperimentConfig.from_dict(data).preprocess.normalization == "native"
     with pytest.raises(ConfigError, match="preprocess.normalization: must be one of native, network_grid"):
         ExperimentConfig().with_overrides({"preprocess.normalization": "z"})
+
+
+def test_format_3_weights_keep_a_z_scored_zadc_and_centred_is_a_choice() -> None:
+    data = ExperimentConfig().with_overrides({"preprocess.zadc_normalization": "centred"}).to_dict()
+    assert ExperimentConfig.from_dict(data).preprocess.zadc_normalization == "centred"
+    del data["preprocess"]["zadc_normalization"]
+    version_3 = {**data, "format_version": 3}
+    assert ExperimentConfig.from_dict(version_3).preprocess.zadc_normalization == "z_score"
+    assert ExperimentConfig.from_dict(version_3).preprocess.normalization == "native"
+    version_2 = {**data, "format_version": 2}
+    del version_2["preprocess"]
+    migrated = ExperimentConfig.from_dict(version_2).preprocess
+    assert (migrated.normalization, migrated.zadc_normalization) == ("network_grid", "z_score")
+    with pytest.raises(ConfigError, match="preprocess.zadc_normalization: must be one of z_score, centred"):
+        ExperimentConfig().with_overrides({"preprocess.zadc_normalization": "raw"})
 
 
 @pytest.mark.parametrize("key, value, message", [

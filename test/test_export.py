@@ -28,11 +28,16 @@ import torch
 from conftest import SMALL_SIZE, UUID, files_under, tiny_config
 
 from hieseg.cli import compare, evaluate, export
-from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig, PostProcessing
+from hieseg.config.settings import (
+    CONFIG_FILENAME,
+    ZADC_NORMALIZATIONS,
+    ExperimentConfig,
+    PostProcessing,
+)
 from hieseg.data.burden import lesion_burden
 from hieseg.data.spacing import median_target_spacing
 from hieseg.data.splits import train_validation_split
-from hieseg.data.transforms import BRAIN_COVER
+from hieseg.data.transforms import BRAIN_COVER, normalised_channels
 from hieseg.inference.postprocess import binarize, final_mask
 from hieseg.inference.predictor import Predictor
 from hieseg.interop import bundle_steps, nnunet
@@ -182,9 +187,10 @@ def test_monai_verifies_the_network_against_the_metadata(demo_bundle: Path) -> N
     assert "data shape of network is verified with no error" in verified.stdout + verified.stderr
 
 
-def ensemble_model(folder: Path, normalization: str = "native", **inference: object) -> Path:
+def ensemble_model(folder: Path, normalization: str = "native", zadc: str = "z_score", **inference: object) -> Path:
     """Two untrained folds whose logits start near 0 (prior 0.5), so masks are large and many-componented."""
     config = tiny_config(**{"network.output_prior": 0.5, "preprocess.normalization": normalization,
+                            "preprocess.zadc_normalization": zadc,
                             **{f"inference.{k}": v for k, v in inference.items()}})
     folder.mkdir(parents=True)
     config.save(folder / CONFIG_FILENAME)
@@ -206,11 +212,14 @@ NETWORK_GRID_STEPS = ["scripts.hieseg_steps.LoadCased", "Spacingd", "scripts.hie
 
 
 @pytest.mark.parametrize("variant", ["components, container input", "fallback, TTA, release root",
-                                     "components, the sample case", "components, the sample case, network grid"])
+                                     "components, the sample case", "components, the sample case, network grid",
+                                     "components, the sample case, centred Z_ADC"])
 def test_a_fold_ensemble_bundle_writes_the_predictor_masks(variant: str, tmp_path: Path) -> None:
     """Both hie-seg-only post-processing steps really act here, and the masks still match, in both
-    normalisation orders: native (config format 3) and on the network grid (weights of format 1 and 2)."""
+    normalisation orders: native (config format 3) and on the network grid (weights of format 1 and 2), and
+    with Z_ADC centred instead of z-scored."""
     normalization = "network_grid" if variant.endswith("network grid") else "native"
+    zadc = "centred" if variant.endswith("centred Z_ADC") else "z_score"
     if variant.startswith("components"):
         settings = {"threshold": 0.6, "min_component_mm3": 100.0, "empty_fallback_probability": 0.0, "tta_flips": False}
         if "the sample case" in variant:
@@ -225,7 +234,7 @@ def test_a_fold_ensemble_bundle_writes_the_predictor_masks(variant: str, tmp_pat
         inputs = tmp_path / "release"
         write_release(inputs, n_cases=2, seed=11, sizes=SMALL_SIZE)
         cases = [(files.case_id, files) for files in discover_cases(inputs, require_labels=False)]
-    model = ensemble_model(tmp_path / "model", normalization, **settings)
+    model = ensemble_model(tmp_path / "model", normalization, zadc, **settings)
     assert export.main(["bundle", "--model", str(model), "--out", str(tmp_path / "bundle")]) == 0
     assert preprocessing_targets(tmp_path / "bundle") == (
         NETWORK_GRID_STEPS if normalization == "network_grid" else NATIVE_STEPS)
@@ -261,6 +270,16 @@ def test_the_bundle_steps_need_nothing_of_hieseg_and_share_its_layouts() -> None
     assert (bundle_steps.RELEASE_ZADC_DIR, bundle_steps.RELEASE_ZADC_PREFIX, bundle_steps.RELEASE_ZADC_SUFFIX) == (
         ZADC_DIR, ZADC_PREFIX, ZADC_SUFFIX)
     assert bundle_steps.BRAIN_COVER == BRAIN_COVER
+    assert bundle_steps.ZADC_NORMALIZATIONS == ZADC_NORMALIZATIONS
+
+
+@pytest.mark.parametrize("zadc", ZADC_NORMALIZATIONS)
+def test_the_bundle_normalises_as_hieseg_does(zadc: str) -> None:
+    generator = torch.Generator().manual_seed(3)
+    values = torch.randn(2, 9, 8, 7, generator=generator) * torch.tensor([300.0, 2.0])[:, None, None, None]
+    values[0] += 1000.0
+    brain = torch.rand(9, 8, 7, generator=generator) > 0.3
+    assert torch.equal(bundle_steps._normalised(values, brain, zadc), normalised_channels(values, brain, zadc))
 
 
 NETWORK_SETTINGS = {

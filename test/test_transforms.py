@@ -17,6 +17,7 @@ from hieseg.data.transforms import (
     case_to_dict,
     inference_transforms,
     invert_to_native,
+    normalised_channels,
     preprocess_transforms,
     training_transforms,
 )
@@ -49,6 +50,28 @@ def test_native_normalisation_z_scores_the_acquired_brain_and_records_it(case) -
         assert torch.allclose(channel[native_brain].double(), expected, atol=1e-5)
         assert not channel[~native_brain].any()
     assert torch.equal(normalised[BRAIN][0], native_brain.float())
+
+
+def test_centred_zadc_keeps_its_units_and_loses_only_the_brain_median() -> None:
+    """Two brains with the same lesion (Z_ADC -5) on atlases of different quality (healthy Z_ADC +/-0.5 or
+    +/-1.5, the second also offset by +0.4): centred, the lesion reads -5 on both (minus the offset); z-scored,
+    it reads deeper on the good atlas. The ADC is z-scored either way."""
+    brain = torch.tensor([True] * 7 + [False])
+    adc = torch.tensor([500.0, 1000.0, 1100.0, 900.0, 1000.0, 1050.0, 950.0, 0.0])
+    good = torch.stack([adc, torch.tensor([-5.0, -0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 0.0])])
+    poor = torch.stack([adc, torch.tensor([-5.0, -1.5, 1.5, -1.5, 1.5, 0.0, 0.0, 0.0]) + 0.4 * brain])
+    for zadc in (good, poor):
+        centred = normalised_channels(zadc, brain, "centred")
+        assert torch.allclose(centred[1], (zadc[1] - zadc[1][brain].median()) * brain)
+        inside = adc[brain]
+        assert torch.allclose(centred[0][brain], (inside - inside.mean()) / inside.std(unbiased=False))
+        assert centred[0][7] == centred[1][7] == 0
+    assert float(normalised_channels(good, brain, "centred")[1][0]) == -5.0
+    assert float(normalised_channels(poor, brain, "centred")[1][0]) == pytest.approx(-5.0)
+    good_z, poor_z = (float(normalised_channels(x, brain, "z_score")[1][0]) for x in (good, poor))
+    assert good_z < poor_z - 0.3
+    with pytest.raises(ValueError, match="preprocess.zadc_normalization must be one of z_score, centred"):
+        normalised_channels(good, brain, "raw")
 
 
 def box_case(slice_mm: float) -> dict:

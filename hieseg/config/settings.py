@@ -39,13 +39,17 @@ from hieseg.config.validation import (
 from hieseg.errors import ConfigError
 
 CONFIG_FILENAME = "config.json"
-CONFIG_FORMAT_VERSION = 3
+CONFIG_FORMAT_VERSION = 4
 """2: the network is chosen by ``network.name`` and the U-Net's settings moved to section ``unet``.
 3: ``preprocess.normalization`` says where intensities are normalised (``native`` from version 3 on).
+4: ``preprocess.zadc_normalization`` says whether Z_ADC is z-scored like the ADC or only centred.
 Older files are migrated when read, keeping what their weights were trained with."""
 NORMALIZATIONS: tuple[str, ...] = ("native", "network_grid")
 """Where each channel is z-scored over the brain: ``native``, on the acquired grid before resampling (as
 nnU-Net does); ``network_grid``, after resampling, over resampled ADC > 0 (format 1 and 2 weights)."""
+ZADC_NORMALIZATIONS: tuple[str, ...] = ("z_score", "centred")
+"""How the Z_ADC channel is normalised over the brain: ``z_score``, like the ADC (format 1 to 3 weights);
+``centred``, minus the brain's median only, keeping the normative model's units."""
 NETWORK_NAMES: tuple[str, ...] = ("unet", "dynunet", "segresnet", "swinunetr")
 """The networks ``network.name`` chooses among (built by ``hieseg.model.network``), each with its own section."""
 LOSS_NAMES: tuple[str, ...] = (
@@ -73,6 +77,11 @@ class PreprocessConfig(Section):
     the brain's edge voxels are blended with the zero background by the resampling, so that share of
     darkened voxels, which grows with thick slices and small brains, shifts the statistics and lightens
     the lesions; measured on the native brain, the statistics are those of the acquired tissue."""
+    zadc_normalization: str = setting("z_score", one_of(*ZADC_NORMALIZATIONS))
+    """How Z_ADC is normalised (see ``ZADC_NORMALIZATIONS``; the ADC is always z-scored). Z_ADC is already a
+    z-score against a normative model, and its std over one brain mostly measures that model's errors and the
+    lesion burden: z-scored again, a lesion of the same Z_ADC reads deeper the better the atlas. ``centred``
+    keeps the units and removes only a global offset."""
 
 
 @dataclass
@@ -478,6 +487,8 @@ class ExperimentConfig:
             data = _from_version_1(data)
         if version <= 2:
             data = _from_version_2(data)
+        if version <= 3:
+            data = _from_version_3(data)
         kwargs: dict[str, Any] = {}
         for name, section_data in data.items():
             if name == "format_version":
@@ -556,11 +567,21 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
 def _from_version_2(data: dict[str, Any]) -> dict[str, Any]:
     """A format_version 2 config as version 3: its weights were trained on intensities normalised on the
     network grid, so they keep that normalisation."""
-    data = {**data, "format_version": CONFIG_FORMAT_VERSION}
+    data = {**data, "format_version": 3}
     if isinstance(data.get("preprocess"), dict):
         data["preprocess"] = {"normalization": "network_grid", **data["preprocess"]}
     elif "preprocess" not in data:
         data["preprocess"] = {"normalization": "network_grid"}
+    return data
+
+
+def _from_version_3(data: dict[str, Any]) -> dict[str, Any]:
+    """A format_version 3 config as version 4: its weights were trained on a z-scored Z_ADC, so they keep it."""
+    data = {**data, "format_version": CONFIG_FORMAT_VERSION}
+    if isinstance(data.get("preprocess"), dict):
+        data["preprocess"] = {"zadc_normalization": "z_score", **data["preprocess"]}
+    elif "preprocess" not in data:
+        data["preprocess"] = {"zadc_normalization": "z_score"}
     return data
 
 

@@ -5,7 +5,8 @@ the brain (ADC > 0, :mod:`hieseg.io.brain`), and optionally a 1-channel ``label`
 :class:`monai.data.MetaTensor` carrying the native affine. Each channel is z-scored over the
 brain (``preprocess.normalization``): on the native grid before resampling (:class:`NormalizeNatived`,
 the default, as nnU-Net normalises), or on the network grid after it (:class:`NormalizeInBraind`, the
-weights of config format 1 and 2). The brain on the network grid (``brain``) is what the crop keeps
+weights of config format 1 and 2). Z_ADC is z-scored too, or, with ``preprocess.zadc_normalization``
+``centred``, keeps its own units and only loses the brain's median. The brain on the network grid (``brain``) is what the crop keeps
 and the training patches are drawn from. Every spatial step is a MONAI invertible transform,
 so a prediction made on the network's grid is brought back to the native grid with
 :func:`invert_to_native` (MONAI's inverse, the reference); the predictor uses the equal but
@@ -43,7 +44,12 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from hieseg.config.settings import AugmentConfig, ExperimentConfig, PreprocessConfig
+from hieseg.config.settings import (
+    ZADC_NORMALIZATIONS,
+    AugmentConfig,
+    ExperimentConfig,
+    PreprocessConfig,
+)
 from hieseg.errors import ConfigError, ImageError
 from hieseg.io.brain import brain_mask
 from hieseg.io.images import Geometry, to_xyz_array
@@ -90,34 +96,36 @@ def case_to_dict(case: CaseImages) -> dict[str, object]:
 
 
 class NormalizeInBraind(MapTransform):
-    """Z-score each image channel over the brain on the network grid (resampled ADC channel > 0) and set the
-    rest to 0; record the brain (``preprocess.normalization`` ``network_grid``, weights of config format 1 and 2).
+    """Z-score each image channel over the brain on the network grid (resampled ADC channel > 0; Z_ADC as
+    ``zadc`` says, see :func:`normalised_channels`) and set the rest to 0; record the brain (``preprocess.normalization`` ``network_grid``, weights of config format 1 and 2).
 
     On a native ADC that is exactly 0 outside the brain, this equals MONAI's
     ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` wherever Z_ADC is non-zero inside
     the brain; the brain is written under :data:`BRAIN` for the crop and the patch sampling.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, zadc: str = "z_score") -> None:
         super().__init__(keys=[IMAGE])
+        self.zadc = zadc
 
     def __call__(self, data: dict) -> dict:
-        return _normalised_in_brain(data, torch.uint8)
+        return _normalised_in_brain(data, torch.uint8, self.zadc)
 
 
 class NormalizeNatived(MapTransform):
-    """Z-score each image channel over the native brain (ADC channel > 0), before any resampling, and set the
-    rest to 0; record the brain as a 0/1 float channel, resampled beside the image.
+    """Z-score each image channel over the native brain (ADC channel > 0; Z_ADC as ``zadc`` says, see
+    :func:`normalised_channels`), before any resampling, and set the rest to 0; record the brain as a 0/1 float channel, resampled beside the image.
 
     The statistics are those of the acquired tissue: no voxel blended with the background by the
     resampling enters them, whatever the slice thickness or the brain's size.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, zadc: str = "z_score") -> None:
         super().__init__(keys=[IMAGE])
+        self.zadc = zadc
 
     def __call__(self, data: dict) -> dict:
-        return _normalised_in_brain(data, torch.float32)
+        return _normalised_in_brain(data, torch.float32, self.zadc)
 
 
 class BrainOnGridd(MapTransform):
@@ -136,8 +144,8 @@ class BrainOnGridd(MapTransform):
         return result
 
 
-def _normalised_in_brain(data: dict, brain_dtype: torch.dtype) -> dict:
-    """``data`` with its image z-scored over the brain (ADC channel > 0) and the brain under :data:`BRAIN`.
+def _normalised_in_brain(data: dict, brain_dtype: torch.dtype, zadc: str) -> dict:
+    """``data`` with its image normalised over the brain (ADC channel > 0) and the brain under :data:`BRAIN`.
 
     Each gets its own copy of the image's metadata, so that resampling one key never moves the other's affine.
     """
@@ -145,18 +153,31 @@ def _normalised_in_brain(data: dict, brain_dtype: torch.dtype) -> dict:
     image = data[IMAGE]
     values = image.as_tensor().float()
     brain = values[0] > 0
-    result[IMAGE] = MetaTensor(_z_scored(values, brain), meta=copy.deepcopy(image.meta),
+    result[IMAGE] = MetaTensor(normalised_channels(values, brain, zadc), meta=copy.deepcopy(image.meta),
                                applied_operations=list(image.applied_operations))
     result[BRAIN] = MetaTensor(brain[None].to(brain_dtype), meta=copy.deepcopy(image.meta))
     return result
 
 
-def _z_scored(values: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-    """Each channel of ``values`` z-scored over ``brain`` (a constant channel is only centred), 0 elsewhere."""
+def normalised_channels(values: torch.Tensor, brain: torch.Tensor, zadc: str) -> torch.Tensor:
+    """ADC (channel 0) z-scored over ``brain``, Z_ADC (channel 1) z-scored too (``zadc`` ``z_score``) or only
+    centred on the brain's median (``centred``); 0 outside ``brain``. A constant channel is only centred.
+
+    Z_ADC is already a z-score against a normative model: its units say how abnormal a voxel is. Its std over
+    one brain mostly measures that atlas's errors and the lesion burden, so dividing by it makes the same lesion
+    read deeper on a good atlas than on a poor one; centring alone removes the atlas's global offset and keeps
+    the units (``preprocess.zadc_normalization``)."""
+    if zadc not in ZADC_NORMALIZATIONS:
+        raise ConfigError(f"preprocess.zadc_normalization must be one of {', '.join(ZADC_NORMALIZATIONS)}, "
+                          f"got {zadc!r}")
     normalised = torch.zeros_like(values)
     for channel, channel_values in enumerate(values):
         inside = channel_values[brain]
-        if inside.numel():
+        if not inside.numel():
+            continue
+        if channel == 1 and zadc == "centred":
+            normalised[channel][brain] = inside - float(torch.median(inside))
+        else:
             mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
             normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
     return normalised
@@ -170,8 +191,8 @@ def preprocess_transforms(config: PreprocessConfig, with_label: bool) -> list:
                           "config.json used for prediction must hold it")
     labels = [(LABEL, "nearest")] if with_label else []
     if config.normalization == "network_grid":
-        return [resampling(config, [(IMAGE, "bilinear"), *labels]), NormalizeInBraind()]
-    return [NormalizeNatived(), resampling(config, [(IMAGE, "bilinear"), (BRAIN, "bilinear"), *labels]),
+        return [resampling(config, [(IMAGE, "bilinear"), *labels]), NormalizeInBraind(config.zadc_normalization)]
+    return [NormalizeNatived(config.zadc_normalization), resampling(config, [(IMAGE, "bilinear"), (BRAIN, "bilinear"), *labels]),
             BrainOnGridd()]
 
 

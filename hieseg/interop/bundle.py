@@ -224,18 +224,19 @@ def preprocessing_steps(config: ExperimentConfig) -> list[Any]:
     ``native``: z-score on the native grid (``NormalizeNatived``), image and brain indicator resampled
     together (``Spacingd``, bilinear), brain = indicator >= 0.5 (``BrainOnGridd``); ``network_grid``:
     resampled first, then z-scored over the resampled ADC > 0 (``NormalizeInBraind``). Either way the
-    brain's box is then cropped, as :func:`hieseg.data.transforms.inference_transforms` does.
+    brain's box is then cropped, as :func:`hieseg.data.transforms.inference_transforms` does. Z_ADC is
+    normalised as ``preprocess.zadc_normalization`` says (``zadc`` of the normalising step).
     """
     load = {"_target_": f"{STEPS}.LoadCased"}
     normalization = config.preprocess.normalization
     if normalization == "network_grid":
         return [load,
                 {"_target_": "Spacingd", "keys": "image", "pixdim": "@target_spacing", "mode": "bilinear"},
-                {"_target_": f"{STEPS}.NormalizeInBraind"},
+                {"_target_": f"{STEPS}.NormalizeInBraind", "zadc": config.preprocess.zadc_normalization},
                 "@crop"]
     if normalization == "native":
         return [load,
-                {"_target_": f"{STEPS}.NormalizeNatived"},
+                {"_target_": f"{STEPS}.NormalizeNatived", "zadc": config.preprocess.zadc_normalization},
                 {"_target_": "Spacingd", "keys": ["image", "brain"], "pixdim": "@target_spacing",
                  "mode": ["bilinear", "bilinear"]},
                 {"_target_": f"{STEPS}.BrainOnGridd", "cover": bundle_steps.BRAIN_COVER},
@@ -407,6 +408,9 @@ def readme(config: ExperimentConfig, folds: int, weight_files: list[Path], versi
                f"SimpleITK {provenance.simpleitk}, commit {provenance.git_commit or 'unknown'}")
     fallback = ("off" if post.empty_fallback_probability == 0 else
                 f"keep the component around the peak when the peak reaches {post.empty_fallback_probability:g}")
+    zadc = ("Z_ADC only centred on its brain median, keeping its units (`preprocess.zadc_normalization` "
+            "\"centred\")" if config.preprocess.zadc_normalization == "centred" else
+            "Z_ADC z-scored like the ADC (`preprocess.zadc_normalization` \"z_score\")")
     if config.preprocess.normalization == "native":
         grid = (f"each channel z-scored inside the brain (ADC > 0) on the native grid, then resampled to {spacing} mm "
                 f"with the brain indicator, the brain on that grid being the voxels the indicator covers at least "
@@ -424,7 +428,7 @@ the ADC's grid (same size, spacing, origin and direction), uint8, 1 = lesion.
 
 - Network: MONAI `{config.network.name}`, {folds} fold(s) ({', '.join(p.name for p in weight_files)}),
   trained with {trained}.
-- Grid: {grid}; cropped to the brain's box plus {config.preprocess.crop_margin} voxels.
+- Grid: {grid}; {zadc}; cropped to the brain's box plus {config.preprocess.crop_margin} voxels.
 - Inference: sliding window {' x '.join(map(str, inference.roi_size))}, overlap {inference.overlap:g},
   {inference.blend_mode} blending; flip test-time augmentation {'on' if post.tta_flips else 'off'};
   mean sigmoid probability over folds and flips.

@@ -19,7 +19,8 @@ hie-seg's own:
   (``preprocess.normalization``, ``hieseg.data.transforms.preprocess_transforms``):
   :class:`NormalizeNatived` on the native grid before ``Spacingd``, which resamples the brain
   indicator beside the image, then :class:`BrainOnGridd` (``native``); or :class:`NormalizeInBraind`
-  on the network grid after ``Spacingd`` (``network_grid``, weights of config format 1 and 2);
+  on the network grid after ``Spacingd`` (``network_grid``, weights of config format 1 and 2); Z_ADC
+  z-scored too, or only centred on the brain's median (``preprocess.zadc_normalization`` ``centred``);
 * :class:`FoldEnsemble` and :class:`FlipEnsembleInferer`: the mean sigmoid probability over the
   folds' networks and the flips of the test-time augmentation, each network run by MONAI's
   sliding window (``hieseg.inference.predictor.Predictor``);
@@ -62,6 +63,8 @@ RELEASE_ZADC_DIR, RELEASE_ZADC_PREFIX, RELEASE_ZADC_SUFFIX = "2Z_ADC", "Zmap_", 
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 BRAIN_COVER = 0.5
 """A network-grid voxel is brain where the resampled native brain indicator (0/1, bilinear) reaches this."""
+ZADC_NORMALIZATIONS = ("z_score", "centred")
+"""How Z_ADC may be normalised (``preprocess.zadc_normalization``)."""
 
 
 # ---------------------------------------------------------------------------------------------- cases
@@ -188,24 +191,31 @@ class LoadCased(MapTransform):
                 raise ValueError(f"{zadc_path}: {name[3:].lower()} differs from the ADC's ({adc_path})")
 
 
-def _z_scored(values: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-    """Each channel of ``values`` z-scored over ``brain`` (a constant channel is only centred), 0 elsewhere."""
+def _normalised(values: torch.Tensor, brain: torch.Tensor, zadc: str) -> torch.Tensor:
+    """ADC (channel 0) z-scored over ``brain``; Z_ADC (channel 1) z-scored too (``zadc`` ``z_score``) or minus its
+    median over ``brain`` (``centred``); 0 elsewhere. A constant channel is only centred."""
+    if zadc not in ZADC_NORMALIZATIONS:
+        raise ValueError(f"zadc must be one of {', '.join(ZADC_NORMALIZATIONS)}, got {zadc!r}")
     normalised = torch.zeros_like(values)
     for channel, channel_values in enumerate(values):
         inside = channel_values[brain]
-        if inside.numel():
+        if not inside.numel():
+            continue
+        if channel == 1 and zadc == "centred":
+            normalised[channel][brain] = inside - float(torch.median(inside))
+        else:
             mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
             normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
     return normalised
 
 
 class NormalizeInBraind(MapTransform):
-    """After the resampling: z-score each channel of ``image`` over the brain (resampled ADC channel > 0), 0
-    elsewhere; the brain goes to ``brain`` (``preprocess.normalization`` ``network_grid``)."""
+    """After the resampling: z-score each channel of ``image`` over the brain (resampled ADC channel > 0; Z_ADC
+    as ``zadc`` says, ``preprocess.zadc_normalization``), 0 elsewhere; the brain goes to ``brain`` (``preprocess.normalization`` ``network_grid``)."""
 
-    def __init__(self, keys: str = IMAGE, brain_key: str = BRAIN) -> None:
+    def __init__(self, keys: str = IMAGE, brain_key: str = BRAIN, zadc: str = "z_score") -> None:
         super().__init__(keys=[keys] if isinstance(keys, str) else keys)
-        self.brain_key = brain_key
+        self.brain_key, self.zadc = brain_key, zadc
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         result = dict(data)
@@ -213,20 +223,20 @@ class NormalizeInBraind(MapTransform):
             image = result[key]
             values = image.as_tensor().float()
             brain = values[0] > 0
-            result[key] = MetaTensor(_z_scored(values, brain), meta=image.meta,
+            result[key] = MetaTensor(_normalised(values, brain, self.zadc), meta=image.meta,
                                      applied_operations=list(image.applied_operations))
             result[self.brain_key] = MetaTensor(brain[None].to(torch.uint8), meta=image.meta)
         return result
 
 
 class NormalizeNatived(MapTransform):
-    """Before the resampling: z-score each channel of ``image`` over the native brain (ADC channel > 0), 0
-    elsewhere; the brain goes to ``brain`` as a 0/1 float channel, for ``Spacingd`` to resample beside the image
+    """Before the resampling: z-score each channel of ``image`` over the native brain (ADC channel > 0; Z_ADC as
+    ``zadc`` says, ``preprocess.zadc_normalization``), 0 elsewhere; the brain goes to ``brain`` as a 0/1 float channel, for ``Spacingd`` to resample beside the image
     (``preprocess.normalization`` ``native``)."""
 
-    def __init__(self, keys: str = IMAGE, brain_key: str = BRAIN) -> None:
+    def __init__(self, keys: str = IMAGE, brain_key: str = BRAIN, zadc: str = "z_score") -> None:
         super().__init__(keys=[keys] if isinstance(keys, str) else keys)
-        self.brain_key = brain_key
+        self.brain_key, self.zadc = brain_key, zadc
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         result = dict(data)
@@ -235,7 +245,7 @@ class NormalizeNatived(MapTransform):
             values = image.as_tensor().float()
             brain = values[0] > 0
             # separate metadata: the resampling of one key must not move the other's affine
-            result[key] = MetaTensor(_z_scored(values, brain), meta=copy.deepcopy(image.meta),
+            result[key] = MetaTensor(_normalised(values, brain, self.zadc), meta=copy.deepcopy(image.meta),
                                      applied_operations=list(image.applied_operations))
             result[self.brain_key] = MetaTensor(brain[None].float(), meta=copy.deepcopy(image.meta))
         return result
