@@ -9,7 +9,7 @@
 # the tuning after the last fold covers both folds' validation cases. WITHOUT lists the profile's effects
 # left out of the data (default accurate_atlas, as v5 was trained); WITHOUT="" with a new DATA_DIR makes the
 # data of v7 (docs/quality.md, not shipped). ZADC is preprocess.zadc_normalization (default z_score, as v5;
-# centred keeps Z_ADC's units, as v8 of docs/quality.md).
+# centred keeps Z_ADC's units, as v8 of docs/quality.md). SEED is train.py's seed (default 42).
 #   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo, runs/demo-model)
 #   WITHOUT="" scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7      (v7)
 #   WITHOUT="" ZADC=centred scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v8      (v8)
@@ -28,7 +28,7 @@ if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
 for FOLD in ${FOLDS:-0}; do
-    python train.py --data "$DATA" --out "$OUT" --loss tversky_hausdorffdt --fold "$FOLD" --folds 5 --seed 42 \
+    python train.py --data "$DATA" --out "$OUT" --loss tversky_hausdorffdt --fold "$FOLD" --folds 5 --seed "${SEED:-42}" \
         --epochs 60 --set train.steps_per_epoch=60 --set train.learning_rate=0.002 \
         --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0 \
         --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32] \
