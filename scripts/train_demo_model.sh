@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
-# Reproduce the demo weights shipped in model/ (v5): 100 cases of the randomised synthetic profile without
-# its accurate_atlas effect (imperfect normative Z, confounders, site and skull-strip variation, small punctate
-# and mildly restricted lesions; see hieseg/synthesis/), the default network, loss, native-grid normalisation
-# and data-derived grid, a CPU-sized schedule (64x64x32 patches, 3600 steps, scale augmentation +/-20 %,
-# no elastic deformation), then post-processing tuned on the 20 validation cases: about 60-90 minutes on
-# 2 idle cores. A stopped run continues with RESUME=1 (bit for bit). FOLDS="0 1" also trains fold 1 into
-# the same folder (the two-network ensemble "v6" of docs/quality.md, not shipped), each fold about as long;
-# the tuning after the last fold covers both folds' validation cases. WITHOUT lists the profile's effects
-# left out of the data (default accurate_atlas, as v5 was trained); WITHOUT="" with a new DATA_DIR makes the
-# data of v7 (docs/quality.md, not shipped). ZADC is preprocess.zadc_normalization (default z_score, as v5;
-# centred keeps Z_ADC's units, as v8 of docs/quality.md). SEED is train.py's seed (default 42).
-#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo, runs/demo-model)
-#   WITHOUT="" scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7      (v7)
-#   WITHOUT="" ZADC=centred scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v8      (v8)
-# DATA_DIR is generated when missing and reused as it is otherwise, so give a new one when WITHOUT changes.
+# Reproduce the demo weights shipped in model/ (v8): 100 cases of the randomised synthetic profile (imperfect
+# normative Z from near-exact to poor atlases, confounders, site and skull-strip variation, small punctate and
+# mildly restricted lesions; see hieseg/synthesis/), the default network and loss, native-grid normalisation with
+# Z_ADC only centred (it keeps its normative units) and a data-derived grid, a CPU-sized schedule (64x64x32
+# patches, 3600 steps, scale augmentation +/-20 %, no elastic deformation), then post-processing tuned on the 20
+# validation cases: about 40-90 minutes on 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
+# FOLDS="0 1" also trains fold 1 into the same folder (a two-network ensemble, as "v6" of docs/quality.md), each
+# fold about as long; the tuning after the last fold covers both folds' validation cases.
+# The earlier weights of docs/quality.md differ by three settings: WITHOUT lists the profile's effects left out
+# of the data (default none), ZADC is preprocess.zadc_normalization (default centred; z_score z-scores Z_ADC like
+# the ADC) and SEED is train.py's seed (default 42).
+#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v8, runs/demo-model)
+#   WITHOUT=accurate_atlas ZADC=z_score scripts/train_demo_model.sh data/synthetic-demo runs/v5      (v5)
+#   ZADC=z_score scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7                        (v7)
+# DATA_DIR is generated when missing and reused as it is otherwise, so give a new one when WITHOUT changes
+# (the data of v7 and v8 are the same cases).
 # Copy OUT_DIR's config.json, fold0.pt and tuning.json to model/ to ship them.
 # They show the pipeline working end to end; they are NOT fit for real data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="${1:-data/synthetic-demo}"
+DATA="${1:-data/synthetic-demo-v8}"
 OUT="${2:-runs/demo-model}"
 RESUME_FLAG=()
 if [ -n "${RESUME:-}" ]; then RESUME_FLAG=(--resume); fi
 WITHOUT_FLAGS=()
-for EFFECT in ${WITHOUT-accurate_atlas}; do WITHOUT_FLAGS+=(--without "$EFFECT"); done
+for EFFECT in ${WITHOUT:-}; do WITHOUT_FLAGS+=(--without "$EFFECT"); done
 if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
@@ -33,7 +34,7 @@ for FOLD in ${FOLDS:-0}; do
         --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0 \
         --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32] \
         --set augment.scale_range=0.2 --set augment.affine_prob=0.3 \
-        --set preprocess.zadc_normalization="${ZADC:-z_score}" \
+        --set preprocess.zadc_normalization="${ZADC:-centred}" \
         --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0 --device cpu \
         "${RESUME_FLAG[@]}"
 done
