@@ -153,8 +153,7 @@ def test_the_bundle_has_the_model_zoo_layout_and_says_what_trained_it(demo_bundl
     preprocess = ExperimentConfig.load(DEMO_MODEL / CONFIG_FILENAME).preprocess
     assert (preprocess.normalization, preprocess.zadc_normalization) == ("native", "centred")
     assert preprocessing_targets(demo_bundle) == NATIVE_STEPS
-    steps = json.loads((demo_bundle / "configs" / "inference.json").read_text())["preprocessing"]["transforms"]
-    assert steps[1]["zadc"] == "centred"
+    assert settings["preprocessing"]["transforms"][1]["zadc"] == "centred"
     shipped = json.loads((demo_bundle / "docs" / "hieseg_config.json").read_text())
     assert shipped["preprocess"]["normalization"] == "native"
     assert shipped["preprocess"]["zadc_normalization"] == "centred"

@@ -567,21 +567,22 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
 def _from_version_2(data: dict[str, Any]) -> dict[str, Any]:
     """A format_version 2 config as version 3: its weights were trained on intensities normalised on the
     network grid, so they keep that normalisation."""
-    data = {**data, "format_version": 3}
-    if isinstance(data.get("preprocess"), dict):
-        data["preprocess"] = {"normalization": "network_grid", **data["preprocess"]}
-    elif "preprocess" not in data:
-        data["preprocess"] = {"normalization": "network_grid"}
-    return data
+    return _with_preprocess_default(data, 3, "normalization", "network_grid")
 
 
 def _from_version_3(data: dict[str, Any]) -> dict[str, Any]:
     """A format_version 3 config as version 4: its weights were trained on a z-scored Z_ADC, so they keep it."""
-    data = {**data, "format_version": CONFIG_FORMAT_VERSION}
+    return _with_preprocess_default(data, 4, "zadc_normalization", "z_score")
+
+
+def _with_preprocess_default(data: dict[str, Any], version: int, key: str, value: str) -> dict[str, Any]:
+    """``data`` as ``version``, with ``preprocess.key`` set to what older weights were trained with unless the
+    file gives it (a ``preprocess`` that is not an object is left for the section check to refuse)."""
+    data = {**data, "format_version": version}
     if isinstance(data.get("preprocess"), dict):
-        data["preprocess"] = {"zadc_normalization": "z_score", **data["preprocess"]}
+        data["preprocess"] = {key: value, **data["preprocess"]}
     elif "preprocess" not in data:
-        data["preprocess"] = {"zadc_normalization": "z_score"}
+        data["preprocess"] = {key: value}
     return data
 
 

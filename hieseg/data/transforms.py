@@ -6,10 +6,10 @@ the brain (ADC > 0, :mod:`hieseg.io.brain`), and optionally a 1-channel ``label`
 brain (``preprocess.normalization``): on the native grid before resampling (:class:`NormalizeNatived`,
 the default, as nnU-Net normalises), or on the network grid after it (:class:`NormalizeInBraind`, the
 weights of config format 1 and 2). Z_ADC is z-scored too, or, with ``preprocess.zadc_normalization``
-``centred``, keeps its own units and only loses the brain's median. The brain on the network grid (``brain``) is what the crop keeps
-and the training patches are drawn from. Every spatial step is a MONAI invertible transform,
-so a prediction made on the network's grid is brought back to the native grid with
-:func:`invert_to_native` (MONAI's inverse, the reference); the predictor uses the equal but
+``centred``, keeps its own units and only loses the brain's median. The brain on the network grid
+(``brain``) is what the crop keeps and the training patches are drawn from. Every spatial step is a
+MONAI invertible transform, so a prediction made on the network's grid is brought back to the native
+grid with :func:`invert_to_native` (MONAI's inverse, the reference); the predictor uses the equal but
 faster ``hieseg.data.resampling`` for the last step.
 """
 
@@ -97,7 +97,8 @@ def case_to_dict(case: CaseImages) -> dict[str, object]:
 
 class NormalizeInBraind(MapTransform):
     """Z-score each image channel over the brain on the network grid (resampled ADC channel > 0; Z_ADC as
-    ``zadc`` says, see :func:`normalised_channels`) and set the rest to 0; record the brain (``preprocess.normalization`` ``network_grid``, weights of config format 1 and 2).
+    ``zadc`` says, see :func:`normalised_channels`) and set the rest to 0; record the brain
+    (``preprocess.normalization`` ``network_grid``, weights of config format 1 and 2).
 
     On a native ADC that is exactly 0 outside the brain, this equals MONAI's
     ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` wherever Z_ADC is non-zero inside
@@ -114,7 +115,8 @@ class NormalizeInBraind(MapTransform):
 
 class NormalizeNatived(MapTransform):
     """Z-score each image channel over the native brain (ADC channel > 0; Z_ADC as ``zadc`` says, see
-    :func:`normalised_channels`), before any resampling, and set the rest to 0; record the brain as a 0/1 float channel, resampled beside the image.
+    :func:`normalised_channels`), before any resampling, and set the rest to 0; record the brain as a 0/1
+    float channel, resampled beside the image.
 
     The statistics are those of the acquired tissue: no voxel blended with the background by the
     resampling enters them, whatever the slice thickness or the brain's size.
@@ -192,8 +194,8 @@ def preprocess_transforms(config: PreprocessConfig, with_label: bool) -> list:
     labels = [(LABEL, "nearest")] if with_label else []
     if config.normalization == "network_grid":
         return [resampling(config, [(IMAGE, "bilinear"), *labels]), NormalizeInBraind(config.zadc_normalization)]
-    return [NormalizeNatived(config.zadc_normalization), resampling(config, [(IMAGE, "bilinear"), (BRAIN, "bilinear"), *labels]),
-            BrainOnGridd()]
+    return [NormalizeNatived(config.zadc_normalization),
+            resampling(config, [(IMAGE, "bilinear"), (BRAIN, "bilinear"), *labels]), BrainOnGridd()]
 
 
 def resampling(config: PreprocessConfig, keys_and_modes: list[tuple[str, str]]) -> Spacingd:

@@ -211,7 +211,8 @@ def _normalised(values: torch.Tensor, brain: torch.Tensor, zadc: str) -> torch.T
 
 class NormalizeInBraind(MapTransform):
     """After the resampling: z-score each channel of ``image`` over the brain (resampled ADC channel > 0; Z_ADC
-    as ``zadc`` says, ``preprocess.zadc_normalization``), 0 elsewhere; the brain goes to ``brain`` (``preprocess.normalization`` ``network_grid``)."""
+    as ``zadc`` says, ``preprocess.zadc_normalization``), 0 elsewhere; the brain goes to ``brain``
+    (``preprocess.normalization`` ``network_grid``)."""
 
     def __init__(self, keys: str = IMAGE, brain_key: str = BRAIN, zadc: str = "z_score") -> None:
         super().__init__(keys=[keys] if isinstance(keys, str) else keys)
@@ -231,8 +232,8 @@ class NormalizeInBraind(MapTransform):
 
 class NormalizeNatived(MapTransform):
     """Before the resampling: z-score each channel of ``image`` over the native brain (ADC channel > 0; Z_ADC as
-    ``zadc`` says, ``preprocess.zadc_normalization``), 0 elsewhere; the brain goes to ``brain`` as a 0/1 float channel, for ``Spacingd`` to resample beside the image
-    (``preprocess.normalization`` ``native``)."""
+    ``zadc`` says, ``preprocess.zadc_normalization``), 0 elsewhere; the brain goes to ``brain`` as a 0/1 float
+    channel, for ``Spacingd`` to resample beside the image (``preprocess.normalization`` ``native``)."""
 
     def __init__(self, keys: str = IMAGE, brain_key: str = BRAIN, zadc: str = "z_score") -> None:
         super().__init__(keys=[keys] if isinstance(keys, str) else keys)
