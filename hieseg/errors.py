@@ -38,6 +38,10 @@ class EvaluationError(InputError):
     """Inputs that cannot be scored: a missing folder, prediction or brain image."""
 
 
+class TrainingError(HiesegError):
+    """A training run that cannot go on: its loss or its weights are no longer finite numbers (it diverged)."""
+
+
 class OutputError(HiesegError, OSError):
     """An output that cannot be written, or that would overwrite work that must be kept."""
 

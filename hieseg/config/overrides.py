@@ -21,6 +21,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
             overrides[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[key.strip()] = raw
+        except RecursionError as exc:
+            raise ConfigError(f"--set {key.strip()}: the value is nested too deeply to be a setting") from exc
     return overrides
 
 

@@ -31,6 +31,7 @@ from hieseg.config.validation import (
     Rule,
     Section,
     between,
+    check_nesting,
     one_of,
     per_axis,
     setting,
@@ -40,6 +41,9 @@ from hieseg.errors import ConfigError
 
 CONFIG_FILENAME = "config.json"
 CONFIG_FORMAT_VERSION = 4
+MAX_CONFIG_DEPTH = 8
+"""Most levels of nesting a configuration may have: sections (1), settings (2), lists of lists such as the
+DynUNet's per-level strides (3-4), with room to spare. Deeper data is refused before anything walks it."""
 """2: the network is chosen by ``network.name`` and the U-Net's settings moved to section ``unet``.
 3: ``preprocess.normalization`` says where intensities are normalised (``native`` from version 3 on).
 4: ``preprocess.zadc_normalization`` says whether Z_ADC is z-scored like the ADC or only centred.
@@ -479,8 +483,9 @@ class ExperimentConfig:
         """Build a config, rejecting unknown keys so a typo never passes silently, and checking every value."""
         if not isinstance(data, dict):
             raise ConfigError(f"expected an object of sections, got {shown(data)}")
+        check_nesting(data, MAX_CONFIG_DEPTH)
         version = data.get("format_version", CONFIG_FORMAT_VERSION)
-        if version not in range(1, CONFIG_FORMAT_VERSION + 1):
+        if type(version) is not int or version not in range(1, CONFIG_FORMAT_VERSION + 1):  # not true, not 1.0
             raise ConfigError(f"config format_version {shown(version)} is not supported "
                               f"(expected 1 to {CONFIG_FORMAT_VERSION})")
         if version == 1:
@@ -499,16 +504,20 @@ class ExperimentConfig:
         return cls(**kwargs)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> ExperimentConfig:
+        """The configuration of a config.json; a file that is not one is a :class:`ConfigError` naming it."""
         try:
             data = json.loads(Path(path).read_text())
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror})") from exc
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read the configuration, not valid JSON ({exc})") from exc
+        except RecursionError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration, its JSON is nested too deeply for a "
+                              f"configuration (at most {MAX_CONFIG_DEPTH} levels)") from exc
         try:
             return cls.from_dict(data)
         except ConfigError as exc:

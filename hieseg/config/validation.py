@@ -147,11 +147,30 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     raise TypeError(f"{name}: no validation for the annotation {hint!r}")
 
 
+def check_nesting(data: Any, limit: int) -> None:
+    """Refuse ``data`` nested more than ``limit`` levels deep (lists and objects), before anything recursive
+    (a message showing it, a comparison) walks it; the walk itself keeps its own stack, so any depth is safe."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+        if children and depth >= limit:
+            raise ConfigError(f"nested too deeply: more than {limit} levels of lists and objects, where a "
+                              "configuration has sections of settings")
+        stack.extend((child, depth + 1) for child in children)
+
+
+SHOWN_MAX_CHARS = 120
+"""The longest a value is shown in a message; longer ones are cut, so a refusal stays one readable line."""
+
+
 def shown(value: Any) -> str:
-    """A value as the user wrote it: JSON where possible (``"high"``, ``nan``, ``[1, 2]``)."""
+    """A value as the user wrote it: JSON where possible (``"high"``, ``nan``, ``[1, 2]``), cut to
+    ``SHOWN_MAX_CHARS``."""
     if isinstance(value, tuple):
         value = list(value)
     try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value) if not isinstance(value, (list, dict)) else f"a {type(value).__name__} nested too deeply"
+    return text if len(text) <= SHOWN_MAX_CHARS else text[:SHOWN_MAX_CHARS - 3] + "..."

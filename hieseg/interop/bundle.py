@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import torch
 
 import hieseg
 from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig
+from hieseg.config.validation import shown
 from hieseg.errors import InputError, ModelError
 from hieseg.interop import bundle_steps
 from hieseg.interop.staging import require_new_folder, staged_folder
@@ -94,11 +96,11 @@ def export_bundle(model_dir: Path, out: Path, *, version: str = DEFAULT_VERSION,
         raise ModelError(f"{model_dir / CONFIG_FILENAME}: inference.refine is true, and the refinement stage "
                          f"({REFINEMENT_FILENAME}) has no MONAI bundle form; set it to false there to export the "
                          "networks alone")
+    tuning = _read_tuning(model_dir / TUNING_JSON)
     require_new_folder(out)
     license_text = _license_text(license_file)
     config = weights.config
     folds = len(weights.networks)
-    tuning = _read_tuning(model_dir / TUNING_JSON)
     with staged_folder(out) as staging:
         for folder in ("configs", "models", "scripts", "docs"):
             (staging / folder).mkdir()
@@ -159,17 +161,38 @@ before sharing it, e.g. in the MONAI Model Zoo, which requires a license.
 """
 
 
+TUNING_METRICS = {"dice": (0.0, 1.0), "masd_mm": (0.0, math.inf), "nsd": (0.0, 1.0)}
+"""The validation scores of tuning.json's ``chosen`` setting that metadata.json reports, and their ranges."""
+
+
 def _read_tuning(path: Path) -> dict[str, Any] | None:
-    """The post-processing chosen on validation (tuning.json's ``chosen``), when the folder has it."""
-    try:
-        chosen = json.loads(path.read_text()).get("chosen")
-    except (OSError, ValueError, AttributeError):
+    """The post-processing chosen on validation (tuning.json's ``chosen``), when the folder has it, with finite scores
+    in their ranges: they go into metadata.json, which must stay valid JSON."""
+    if not path.exists():
         return None
-    return chosen if isinstance(chosen, dict) else None
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ModelError(f"{path}: nested too deeply for the scores of a tuning") from exc
+    chosen = data.get("chosen") if isinstance(data, dict) else None
+    if not isinstance(chosen, dict):
+        raise ModelError(f"{path}: chosen: expected the object of the chosen setting and its scores, as train.py "
+                         "writes it")
+    for name, (low, high) in TUNING_METRICS.items():
+        value = chosen.get(name)
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not low <= value <= high):
+            bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+            raise ModelError(f"{path}: chosen.{name}: expected a finite number {bounds}, got {shown(value)}")
+    return chosen
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=4) + "\n")
+    path.write_text(json.dumps(data, indent=4, allow_nan=False) + "\n")
 
 
 def _state_dict(networks: list[torch.nn.Module]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from hieseg.config.validation import shown
 from hieseg.errors import ModelError
 from hieseg.io.images import write_atomic
 
@@ -91,7 +92,7 @@ class Refiner:
         if not isinstance(data, dict):
             raise ModelError(f"{source}: expected an object with the refinement's coefficients")
         if data.get("features") != list(FEATURE_NAMES):
-            raise ModelError(f"{source}: features {data.get('features')!r} differ from this version's "
+            raise ModelError(f"{source}: features {shown(data.get('features'))} differ from this version's "
                              f"{list(FEATURE_NAMES)}; tune the weights folder again")
         vectors = {name: _numbers(data.get(name), source, name, len(FEATURE_NAMES))
                    for name in ("mean", "scale", "weights")}
@@ -162,7 +163,8 @@ def fit_refiner(examples: Sequence[RefinementExample], neighbourhood_mm: float, 
 def save_refiner(refiner: Refiner, model_dir: Path) -> Path:
     """Write ``refinement.json`` into ``model_dir`` atomically; its path is returned."""
     path = Path(model_dir) / REFINEMENT_FILENAME
-    write_atomic(path, lambda target: target.write_text(json.dumps(refiner.to_dict(), indent=2) + "\n"))
+    text = json.dumps(refiner.to_dict(), indent=2, allow_nan=False) + "\n"
+    write_atomic(path, lambda target: target.write_text(text))
     return path
 
 
@@ -177,6 +179,8 @@ def load_refiner(model_dir: Path) -> Refiner | None:
         raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ModelError(f"{path}: nested too deeply for the refinement's few coefficients") from exc
     return Refiner.from_dict(data, path)
 
 

@@ -7,6 +7,10 @@ settings; a file that is not such weights is a :class:`~hieseg.errors.ModelError
 from __future__ import annotations
 
 import pickle
+import re
+import struct
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +23,13 @@ from hieseg.model.provenance import warn_on_version_drift
 from hieseg.model.refinement import Refiner, load_refiner, require_refiner
 
 WEIGHTS_PATTERN = "*.pt"
-DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError)
-"""What ``torch.load`` raises for an empty, truncated, corrupt or foreign file (not a zip archive of tensors)."""
+DAMAGED_FILE_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, IndexError, KeyError, UnicodeDecodeError,
+                       struct.error)
+"""What ``torch.load`` raises for an empty, truncated, corrupt or foreign file (not a zip archive of tensors: its
+weights-only unpickler then meets an empty stack, an unknown memo key, undecodable text or too few bytes), and
+for a file whose pickle asks for anything but tensors and plain containers (which is never run)."""
+UNSAFE_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+"""How torch's weights-only unpickler names the function or class a refused pickle asks for."""
 
 
 @dataclass
@@ -63,13 +72,13 @@ def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> 
     """The network of ``config`` with the weights of ``path``; a file that is not such weights is a :class:`ModelError`."""
     network = build_network(config)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
     except OSError as exc:
         raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except DAMAGED_FILE_ERRORS as exc:
         raise ModelError(f"{path}: unreadable weights file ({path.stat().st_size} bytes): not a state dict "
-                         "saved by train.py, or truncated or corrupt") from exc
-    problem = _state_mismatch(network.state_dict(), state)
+                         f"saved by train.py, or truncated or corrupt{unsafe_request(exc)}") from exc
+    problem = state_mismatch(network.state_dict(), state)
     other = network_of_state(state) if problem and isinstance(state, dict) else None
     if other is not None and other != config.network.name:
         raise ModelError(f"{path}: weights of network {other}, but {CONFIG_FILENAME} names network "
@@ -77,11 +86,50 @@ def load_network(config: ExperimentConfig, path: Path, device: torch.device) -> 
                          f"its {CONFIG_FILENAME}'s network")
     if problem:
         raise ModelError(f"{path}: incompatible with the network of {CONFIG_FILENAME}: {problem}")
+    bad = first_non_finite(state.items())
+    if bad is not None:
+        raise ModelError(f"{path}: tensor {bad} holds NaN or infinite values, so every prediction would be empty "
+                         "or meaningless; the run that saved it diverged: train again with a lower "
+                         "train.learning_rate")
     network.load_state_dict(state)
     return network.to(device).eval()
 
 
-def _state_mismatch(expected: dict[str, torch.Tensor], state: object) -> str:
+def load_tensors(path: Path, allowed: Iterable[object] = ()) -> object:
+    """``torch.load`` of a file that must hold only tensors, plain containers and the ``allowed`` globals.
+
+    Never ``weights_only=False``: a file in a weights folder or a run folder may come from anyone,
+    and unpickling it must not run its code. torch's warnings about the pickle (its protocol, for
+    a foreign file) are silenced, since a refusal is one line and the file is refused anyway.
+    """
+    with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed)):
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def unsafe_request(error: BaseException) -> str:
+    """`` (its pickle asks for posix.system, which is never run)`` when :func:`load_tensors` refused a file for
+    the code its pickle names, else ''."""
+    match = UNSAFE_GLOBAL.search(str(error))
+    return f" (its pickle asks for {match[1]}, which is never run)" if match else ""
+
+
+def first_non_finite(tensors: Iterable[tuple[str, object]]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity (None when all are finite).
+
+    Nested mappings (an optimiser's state) are searched too, their keys joined with dots.
+    """
+    for name, value in tensors:
+        if isinstance(value, Mapping):
+            inner = first_non_finite((f"{name}.{key}", item) for key, item in value.items())
+            if inner is not None:
+                return inner
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            return name
+    return None
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], state: object) -> str:
     """What keeps ``state`` from loading into a network whose state dict is ``expected`` ('' when it fits)."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         return "it holds no state dict of tensors"

@@ -14,7 +14,9 @@ Resuming continues bit for bit as if the run had never stopped: every random sta
 is derived from (seed, epoch) when the epoch starts, so the epoch number saved in the checkpoint
 restores them all. Every file is replaced atomically after each epoch, so a run killed at any
 moment (SIGTERM, Ctrl-C) leaves a consistent ``last.ckpt``; a resumed run drops the log rows past
-it. A fresh run starts fresh logs.
+it. A fresh run starts fresh logs. A run whose training loss or weights stop being finite (it diverged)
+stops there with a :class:`~hieseg.errors.TrainingError`, saving nothing of the diverged network: the last
+checkpoint and the best weights stay those of its last good epoch.
 
 Under ``torchrun`` (:mod:`hieseg.training.distributed`) every rank runs a Trainer with the same
 arguments and trains the same network under :class:`~torch.nn.parallel.DistributedDataParallel`,
@@ -45,19 +47,21 @@ from hieseg.config.settings import ExperimentConfig
 from hieseg.data.burden import lesion_burden
 from hieseg.data.spacing import with_data_spacing
 from hieseg.data.splits import train_validation_split
+from hieseg.errors import TrainingError
 from hieseg.evaluation.metrics import dice_score
 from hieseg.inference.predictor import Predictor
 from hieseg.io.layout import CaseImages
 from hieseg.model.losses import build_training_loss
 from hieseg.model.network import build_network, supervised_outputs
+from hieseg.model.weights import first_non_finite
 from hieseg.training import distributed
 from hieseg.training.checkpoint import (
     CHECKPOINT_FILE,
     TrainingState,
     read_checkpoint,
     restore_checkpoint,
-    save_atomic,
     save_checkpoint,
+    save_weights,
 )
 from hieseg.training.data import (
     check_labels,
@@ -85,6 +89,9 @@ from hieseg.training.optimization import (
 )
 
 LOG = logging.getLogger(__name__)
+DIVERGENCE_ADVICE = "lower train.learning_rate and train again into a new --out"
+"""What a diverged run's message advises: its config.json holds the learning rate, so the same --out refuses
+another one."""
 
 
 @dataclass
@@ -228,9 +235,28 @@ class Trainer:
         """One epoch (0-based) of optimisation; returns this process's mean training loss."""
         self.model.train()
         steps, batches = steps_of_epoch(self.config, self.loader, epoch)
-        losses = [self.train_step(next(batches))
-                  for _ in tqdm(range(steps), desc="steps", leave=False, disable=not self.progress, unit="step")]
+        losses = []
+        for step in tqdm(range(steps), desc="steps", leave=False, disable=not self.progress, unit="step"):
+            losses.append(self.train_step(next(batches)))
+            self.check_loss(losses[-1], epoch, step)
         return float(np.mean(losses))
+
+    def check_loss(self, loss: float, epoch: int, step: int) -> None:
+        """Stop the run at the first training loss that is not finite, before anything of the diverged network
+        is saved. The check is on the mean over the ranks, so under torchrun every rank stops at the same step."""
+        mean = distributed.mean_over_ranks(loss, self.ranks, self.device)
+        if not math.isfinite(mean):
+            raise TrainingError(self.divergence(f"at epoch {epoch + 1}, step {step + 1}", f"training loss {mean}"))
+
+    def divergence(self, where: str, what: str) -> str:
+        """The message stopping a diverged run: ``where`` and ``what`` was not finite, the learning rate, what is
+        kept, and what to do."""
+        rate = self.optimization.optimizer.param_groups[0]["lr"]
+        cause = f"training diverged {where} ({what}, learning rate {rate:g})"
+        if self.checkpoint_path.exists():
+            return (f"{self.checkpoint_path}: {cause}; this checkpoint of epoch {self.state.epoch} and the best "
+                    f"weights so far are kept; {DIVERGENCE_ADVICE}")
+        return f"{self.run_dir}: {cause} before its first checkpoint; {DIVERGENCE_ADVICE}"
 
     def train_step(self, batch: dict) -> float:
         """One optimisation step on a batch of patches; returns its loss."""
@@ -248,13 +274,18 @@ class Trainer:
 
     def _end_epoch_on_main(self, row: dict[str, float], done: TrainingState, started: float
                            ) -> tuple[dict[str, float], TrainingState]:
-        """Validation when due, the best weights, the logs and the checkpoint."""
+        """Validation when due, the best weights, the logs and the checkpoint: none of them once the weights are
+        no longer finite."""
+        bad = first_non_finite(self.network.state_dict().items())
+        if bad is not None:
+            raise TrainingError(self.divergence(f"at epoch {row['epoch']}", f"tensor {bad} holds NaN or infinite "
+                                                f"values, training loss {row['train_loss']:g}"))
         if row["epoch"] % self.config.train.validate_every == 0 or row["epoch"] == self.config.train.epochs:
             row["val_dice"] = self.validate()
             self.network.train()
             if row["val_dice"] > done.best_dice:
                 done = replace(done, best_dice=row["val_dice"], best_epoch=row["epoch"], stale_validations=0)
-                save_atomic(self.network.state_dict(), self.weights_path)
+                save_weights(self.network.state_dict(), self.weights_path)
             else:
                 done = replace(done, stale_validations=done.stale_validations + 1)
         row["seconds"] = time.perf_counter() - started

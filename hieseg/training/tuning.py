@@ -138,9 +138,9 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
     tta_candidates = [c for c in candidates if c.settings.tta_flips]
     best_tta = best_candidate(tta_candidates) if tta_candidates else None
     chosen = best_plain
-    if best_tta is not None and best_candidate([best_plain, best_tta]) is best_tta:
-        if best_tta.dice - best_plain.dice >= settings.tta_min_dice_gain:
-            chosen = best_tta
+    if (best_tta is not None and best_candidate([best_plain, best_tta]) is best_tta
+            and best_tta.dice - best_plain.dice >= settings.tta_min_dice_gain):
+        chosen = best_tta
     best_refined = best_candidate(refined) if refined else None
     refiner = None
     if best_refined is not None and best_candidate([chosen, best_refined]) is best_refined:
@@ -227,7 +227,7 @@ def apply_tuning(config: ExperimentConfig, model_dir: Path, result: TuningResult
     ``config.json``, and the whole measurement into ``tuning.json``."""
     model_dir = Path(model_dir)
     tuned = dataclasses.replace(config, inference=config.inference.with_postprocessing(result.chosen.settings))
-    write_atomic(model_dir / TUNING_JSON, lambda path: path.write_text(json.dumps(result.to_dict(), indent=2) + "\n"))
+    write_atomic(model_dir / TUNING_JSON, lambda path: path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"))
     if result.refiner is not None:
         save_refiner(result.refiner, model_dir)
     else:
