@@ -20,12 +20,14 @@ from typing import NoReturn
 
 from hieseg.config.settings import InferenceConfig
 from hieseg.errors import HiesegError, Terminated
+from hieseg.io.tables import escaped_text
 from hieseg.runtime.shards import Shard
 from hieseg.runtime.versions import command_name
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL_BASE = 128
 """A run stopped by signal N exits with 128 + N, as a shell reports it."""
+MODEL_ENVIRONMENT = "HIESEG_MODEL"
 
 
 def run_reporting_errors(action: Callable[[], int]) -> int:
@@ -34,7 +36,7 @@ def run_reporting_errors(action: Callable[[], int]) -> int:
         with _sigterm_raises():
             return action()
     except HiesegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escaped_text(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
@@ -88,7 +90,7 @@ def add_output_flags(parser: argparse.ArgumentParser, progress: bool = True) -> 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose the weights, the device and the inference settings (``inference.py`` and ``predict``)."""
-    parser.add_argument("--model", type=Path, default=_env_path("HIESEG_MODEL"),
+    parser.add_argument("--model", type=path_argument(MODEL_ENVIRONMENT), default=os.environ.get(MODEL_ENVIRONMENT),
                         help="weights folder (env HIESEG_MODEL; default /opt/ml/model if it holds a model, else "
                              "the model/ folder of the checkout, the demo weights; an installed copy has none)")
     parser.add_argument("--device", default=os.environ.get("HIESEG_DEVICE", "auto"),
@@ -111,6 +113,17 @@ def inference_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
+def path_argument(environment: str | None = None) -> Callable[[str], Path]:
+    """The ``type`` of a path flag: refuses the empty string, which :class:`Path` takes for the working folder
+    (``--output ""`` would write there); ``environment`` names the variable that gives the flag's default.
+
+    A flag's default given as a string goes through its ``type`` too, so a variable set but empty
+    (``-e HIESEG_OUTPUT=`` with the value forgotten) is refused the same way, in one line.
+    """
+    def to_path(text: str) -> Path:
+        if not text:
+            unset = f" ({environment} is set but empty)" if environment and os.environ.get(environment) == "" else ""
+            raise argparse.ArgumentTypeError(f"an empty path, which would mean the current folder{unset}; give a path")
+        return Path(text)
+
+    return to_path

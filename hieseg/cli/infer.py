@@ -21,6 +21,7 @@ from hieseg.cli.common import (
     add_model_arguments,
     add_output_flags,
     inference_overrides,
+    path_argument,
     run_reporting_errors,
 )
 from hieseg.evaluation.scoring import Reference
@@ -30,6 +31,7 @@ from hieseg.io.images import (
     mask_volume_ml,
     read_image,
     require_binary,
+    require_image_path,
     require_writable,
 )
 from hieseg.io.layout import CaseImages, default_model_dir, output_path, read_input_case
@@ -38,16 +40,21 @@ from hieseg.runtime.devices import announce_device, select_device
 from hieseg.runtime.logs import configure_logging
 
 LOG = logging.getLogger("hieseg.inference")
+INPUT_ENVIRONMENT, DEFAULT_INPUT = "HIESEG_INPUT", "/input"
+OUTPUT_ENVIRONMENT, DEFAULT_OUTPUT = "HIESEG_OUTPUT", "/output"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(description="Segment HIE lesions in one BONBID-HIE case (ADC + Z_ADC).")
-    parser.add_argument("--input", type=Path, default=Path(os.environ.get("HIESEG_INPUT", "/input")),
-                        help="input root (env HIESEG_INPUT, default /input)")
-    parser.add_argument("--output", type=Path, default=Path(os.environ.get("HIESEG_OUTPUT", "/output")),
-                        help="output root (env HIESEG_OUTPUT, default /output)")
+    parser.add_argument("--input", type=path_argument(INPUT_ENVIRONMENT),
+                        default=os.environ.get(INPUT_ENVIRONMENT, DEFAULT_INPUT),
+                        help=f"input root (env {INPUT_ENVIRONMENT}, default {DEFAULT_INPUT})")
+    parser.add_argument("--output", type=path_argument(OUTPUT_ENVIRONMENT),
+                        default=os.environ.get(OUTPUT_ENVIRONMENT, DEFAULT_OUTPUT),
+                        help=f"output root (env {OUTPUT_ENVIRONMENT}, default {DEFAULT_OUTPUT})")
     add_model_arguments(parser)
-    parser.add_argument("--truth", type=Path, help="optional reference mask: report Dice, MASD and NSD against it")
+    parser.add_argument("--truth", type=path_argument(),
+                        help="optional reference mask: report Dice, MASD and NSD against it")
     add_output_flags(parser, progress=False)
     return parser
 
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         device = select_device(args.device)
         out_path = output_path(args.input, args.output)
         require_writable(out_path)
+        require_image_path(out_path)
         case = read_input_case(args.input)
         truth = _read_truth(args.truth, case) if args.truth else None
         model_dir = args.model or default_model_dir()

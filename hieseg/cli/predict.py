@@ -53,6 +53,7 @@ from hieseg.cli.common import (
     add_output_flags,
     inference_overrides,
     parse_shard,
+    path_argument,
     run_reporting_errors,
 )
 from hieseg.inference.batch import (
@@ -76,9 +77,9 @@ EXIT_BUG = 1
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, required=True,
+    parser.add_argument("--input", type=path_argument(), required=True,
                         help="a release root (1ADC_ss/, 2Z_ADC/) or a folder of container-layout case folders")
-    parser.add_argument("--output", type=Path, required=True, help="folder of the masks <case>.mha")
+    parser.add_argument("--output", type=path_argument(), required=True, help="folder of the masks <case>.mha")
     add_model_arguments(parser)
     parser.add_argument("--devices", help="comma-separated devices, one worker process each, e.g. cuda:0,cuda:1")
     parser.add_argument("--workers", type=int, default=1,

@@ -22,6 +22,7 @@ from hieseg.synthesis.generator import (
     MIN_SIZE,
     check_uuid,
     make_case,
+    size_problem,
     write_container_case,
     write_release,
 )
@@ -76,6 +77,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--cases must be at least 1, got {args.cases}")
     if args.size is not None and min(args.size) < MIN_SIZE:
         parser.error(f"--size values must be at least {MIN_SIZE}, got {args.size}")
+    if args.size is not None and size_problem(args.size):
+        parser.error(f"--size {' '.join(map(str, args.size))}: {size_problem(args.size)}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     profile = fx.resolve_profile(args.profile)
     args.realism = profile.without(*args.without) if args.without else profile
     return args

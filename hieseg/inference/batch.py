@@ -33,6 +33,7 @@ from hieseg.io.images import (
     read_geometry,
     read_image,
     require_binary,
+    require_image_path,
     require_writable,
 )
 from hieseg.io.layout import (
@@ -136,7 +137,15 @@ def find_jobs(input_root: Path, output_root: Path) -> tuple[list[CaseJob], dict[
     if strays:
         LOG.warning("%d folder(s) of %s hold no %s/ and are not cases: %s", len(strays), input_root, adc_dir,
                     ", ".join(strays))
-    return [CaseJob(folder.name, _mask_path(output_root, folder.name), container_dir=folder) for folder in cases], {}
+    return [CaseJob(printable_id(folder.name), _mask_path(output_root, printable_id(folder.name)), container_dir=folder)
+            for folder in cases], {}
+
+
+def printable_id(name: str) -> str:
+    """A case folder's name as its case id, with bytes that are not UTF-8 backslash-escaped (``case_\\xff``): the
+    id goes to logs, the table and the mask's name, which must all be writable; the case itself is refused when
+    read (:func:`hieseg.io.mha_check.check_path_encodable`)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _mask_path(output_root: Path, case_id: str) -> Path:
@@ -270,6 +279,7 @@ def plan_batch(input_root: Path, output_root: Path, *, shard: Shard | None = Non
     output_root = Path(output_root)
     table = output_root / table_name(shard)
     require_writable(output_root, folder=True)
+    require_image_path(output_root)
     require_writable(table)
     jobs, incomplete = find_jobs(input_root, output_root)
     if strict and incomplete:

@@ -62,6 +62,10 @@ RELEASE_ADC_DIR, RELEASE_ADC_SUFFIX = "1ADC_ss", "-ADC_ss.mha"
 RELEASE_ZADC_DIR, RELEASE_ZADC_PREFIX, RELEASE_ZADC_SUFFIX = "2Z_ADC", "Zmap_", "-ADC_smooth2mm_clipped10.mha"
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 BRAIN_COVER = 0.5
+ADC_FENCE_PERCENTILES = (1.0, 99.0)
+ADC_FENCE_SPREAD = 2.0
+"""The ADC is clipped to ``ADC_FENCE_SPREAD`` P1-P99 spreads beyond P1 and P99 of the brain before its z-score
+(``hieseg.data.transforms.adc_fence``, where the reasons are): far outside any real tissue, so only wild voxels move."""
 """A network-grid voxel is brain where the resampled native brain indicator (0/1, bilinear) reaches this."""
 ZADC_NORMALIZATIONS = ("z_score", "centred")
 """How Z_ADC may be normalised (``preprocess.zadc_normalization``)."""
@@ -192,7 +196,7 @@ class LoadCased(MapTransform):
 
 
 def _normalised(values: torch.Tensor, brain: torch.Tensor, zadc: str) -> torch.Tensor:
-    """ADC (channel 0) z-scored over ``brain``; Z_ADC (channel 1) z-scored too (``zadc`` ``z_score``) or minus its
+    """ADC (channel 0) clipped to :func:`adc_fence` and z-scored over ``brain``; Z_ADC (channel 1) z-scored too (``zadc`` ``z_score``) or minus its
     median over ``brain`` (``centred``); 0 elsewhere. A constant channel is only centred."""
     if zadc not in ZADC_NORMALIZATIONS:
         raise ValueError(f"zadc must be one of {', '.join(ZADC_NORMALIZATIONS)}, got {zadc!r}")
@@ -203,10 +207,20 @@ def _normalised(values: torch.Tensor, brain: torch.Tensor, zadc: str) -> torch.T
             continue
         if channel == 1 and zadc == "centred":
             normalised[channel][brain] = inside - float(torch.median(inside))
-        else:
-            mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
-            normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
+            continue
+        if channel == 0:
+            inside = inside.clamp(*adc_fence(inside))
+        mean, std = float(torch.mean(inside)), float(torch.std(inside, unbiased=False))
+        normalised[channel][brain] = (inside - mean) / (std if std != 0.0 else 1.0)
     return normalised
+
+
+def adc_fence(inside: torch.Tensor) -> tuple[float, float]:
+    """The range the brain's ADC values are clipped to before their mean and std, so that a few wild voxels
+    cannot flatten the z-score (``hieseg.data.transforms.adc_fence``)."""
+    low, high = np.percentile(inside.detach().cpu().numpy(), ADC_FENCE_PERCENTILES)
+    spread = float(high - low)
+    return float(low) - ADC_FENCE_SPREAD * spread, float(high) + ADC_FENCE_SPREAD * spread
 
 
 class NormalizeInBraind(MapTransform):

@@ -5,8 +5,9 @@ the skull stripping left outside it (0, -1, -1000). The preprocessing (``hieseg.
 sets both channels to 0 outside this brain before anything else, so the brain crop, the
 normalisation and the training patches see it alone; the predictor never marks a voxel outside
 it; the metrics take their burden from it. Inputs that contradict it are reported here: no brain
-at all is an error, and a Z_ADC that is non-zero far outside the brain, a negative ADC
-background or lesion labels outside the brain are logged as warnings naming the file.
+at all is an error, as are intensities no brain has (:mod:`hieseg.io.intensities`), and a Z_ADC
+that is non-zero far outside the brain, a negative ADC background or lesion labels outside the
+brain are logged as warnings naming the file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import SimpleITK as sitk
 
 from hieseg.errors import ImageError
 from hieseg.io.images import to_xyz_array
+from hieseg.io.intensities import check_intensities
 
 LOG = logging.getLogger(__name__)
 FAR_OUTSIDE_MM = 10.0
@@ -45,12 +47,15 @@ def check_brain(
     label: sitk.Image | None = None,
     label_path: Path | None = None,
 ) -> None:
-    """Refuse an ADC without brain; warn, naming the file, where the images contradict its brain."""
+    """Refuse an ADC without brain, or with intensities no brain has (:func:`hieseg.io.intensities.check_intensities`:
+    units, background, impossible voxels, a Z_ADC outside +-10); warn, naming the file, where the images contradict
+    its brain."""
     adc_array = sitk.GetArrayViewFromImage(adc)
     brain = brain_mask(adc_array)
     brain_voxels = int(brain.sum())
     if brain_voxels == 0:
         raise ImageError(f"{adc_path}: no brain voxels (the skull-stripped ADC has no value above 0)")
+    check_intensities(adc_array, adc_path, sitk.GetArrayViewFromImage(zadc), zadc_path)
     negative = int((adc_array < 0).sum())
     if negative:
         LOG.warning("%s: %d voxel(s) below 0 (lowest %g) taken as outside the brain, which is ADC > 0",

@@ -31,6 +31,7 @@ from hieseg.errors import DatasetError, ImageError, ModelError
 from hieseg.io.brain import check_brain
 from hieseg.io.images import (
     MHA_SUFFIX,
+    broken_link,
     check_plausible_spacing,
     check_same_geometry,
     read_image,
@@ -194,7 +195,7 @@ def single_image(folder: Path) -> Path:
     named when nothing else is there, as a file called ``.mha`` or ``...mha`` is hidden too.
     """
     if not folder.is_dir():
-        raise ImageError(f"{folder}: {'is a file, not a folder' if folder.exists() else 'input folder not found'}")
+        raise ImageError(f"{folder}: {_not_a_folder(folder, 'a folder')}")
     every = sorted(folder.iterdir())
     entries = [p for p in every if not p.name.startswith(".")]
     images = [p for p in entries if p.suffix == MHA_SUFFIX]
@@ -207,10 +208,16 @@ def single_image(folder: Path) -> Path:
 
 
 def check_input_root(input_root: Path) -> None:
-    """Refuse an input root that is missing or a file, naming it, before looking for the images inside."""
+    """Refuse an input root that is missing, a file or a broken link, naming it, before looking for the images inside."""
     if not input_root.is_dir():
-        problem = "is a file, not the input folder" if input_root.exists() else "input folder not found"
-        raise ImageError(f"{input_root}: {problem}")
+        raise ImageError(f"{input_root}: {_not_a_folder(input_root, 'the input folder')}")
+
+
+def _not_a_folder(path: Path, what: str) -> str:
+    """Why ``path`` is not the folder ``what`` names, in words: a file, a looping or dangling link, or nothing."""
+    if path.exists():
+        return f"is a file, not {what}"
+    return broken_link(path) or "input folder not found"
 
 
 def read_input_case(input_root: Path) -> CaseImages:

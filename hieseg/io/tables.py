@@ -2,17 +2,22 @@
 
 Evaluation, comparison, the study, batch prediction, training logs and the benchmark all write
 their tables through here, so every CSV has the same dialect (a header row, ``\\r\\n`` line ends
-as the :mod:`csv` module writes them) and every Markdown table the same shape.
+as the :mod:`csv` module writes them, UTF-8) and every Markdown table the same shape. A CSV file
+is read back before it takes its name, and text that UTF-8 cannot hold (a file name's
+non-UTF-8 bytes, which Python keeps as lone surrogates) is written backslash-escaped.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypeVar
 
-from hieseg.io.images import write_atomic
+from hieseg.io.images import write_bytes_atomic
+
+ENCODING = "utf-8"
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -24,20 +29,36 @@ def write_csv_atomic(
 
     ``ignore_extra`` leaves out keys of a record that are not among ``fields`` (else they are an error).
     """
-    rows = list(records)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(fields), extrasaction="ignore" if ignore_extra else "raise")
+    writer.writeheader()
+    writer.writerows({key: encodable(value) for key, value in record.items()} for record in records)
+    write_bytes_atomic(path, text.getvalue().encode(ENCODING))
 
-    def write(temporary: Path) -> None:
-        with temporary.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore" if ignore_extra else "raise")
-            writer.writeheader()
-            writer.writerows(rows)
 
-    write_atomic(path, write)
+def encodable(value: object) -> object:
+    """``value`` as a cell: a path as text, text as :func:`escaped_text`, anything else as it is."""
+    if isinstance(value, PurePath):
+        value = str(value)
+    return escaped_text(value) if isinstance(value, str) else value
+
+
+def escaped_text(text: str) -> str:
+    """``text``, with the characters UTF-8 cannot hold backslash-escaped: a file name's non-UTF-8 byte 0xff (kept
+    by Python as the surrogate U+DCFF) as ``\\xff``, any other lone surrogate as ``\\udXXX``."""
+    try:
+        text.encode(ENCODING)
+    except UnicodeEncodeError:
+        try:
+            return text.encode(ENCODING, "surrogateescape").decode(ENCODING, "backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode(ENCODING, "backslashreplace").decode(ENCODING)
+    return text
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file written by :func:`write_csv_atomic`, as text."""
-    with Path(path).open(newline="") as handle:
+    with Path(path).open(newline="", encoding=ENCODING) as handle:
         return list(csv.DictReader(handle))
 
 

@@ -216,6 +216,12 @@ FIELD_OF_VIEW_MM = (180.0, 240.0)
 Z_EXTENT_MM = (100.0, 130.0)
 SLICE_THICKNESS_MM = (2.0, 6.0)
 MIN_SIZE = 8
+MAX_SIZE = 1024
+"""Largest grid axis a case may have: 4 times the release's largest (256 x 256 x 64), a 0.2 mm in-plane grid over
+a neonatal head; more is a typo that would fill the memory before anything is written."""
+MAX_VOXELS = 2**26
+"""Largest grid a case may have (67 million voxels, about 2 GB of float32 volumes while it is drawn): 16 times
+the release's largest case (256 x 256 x 64 = 4.2 million)."""
 MIN_BRAIN_VOXELS = 500
 MIN_BRAIN_SCALE = 0.2
 """Smallest shrink factor applied to fit a brain in a caller's field of view."""
@@ -476,6 +482,16 @@ def write_container_case(input_root: Path, case: SyntheticCase, uuid: str) -> tu
     return adc_file, zadc_file
 
 
+def size_problem(size: Sequence[int]) -> str:
+    """Why a grid ``size`` is too large to draw (over ``MAX_SIZE`` on an axis or ``MAX_VOXELS`` in all), or ''."""
+    if max(size) > MAX_SIZE:
+        return f"each axis must be at most {MAX_SIZE} voxels (the release's largest grid is 256 x 256 x 64)"
+    if math.prod(size) > MAX_VOXELS:
+        return (f"{math.prod(size):,} voxels, over the {MAX_VOXELS:,} accepted (the release's largest grid is "
+                "256 x 256 x 64)")
+    return ""
+
+
 def _check_request(
     size: tuple[int, int, int] | None,
     spacing: tuple[float, float, float] | None,
@@ -485,6 +501,8 @@ def _check_request(
     if size is not None:
         if len(size) != 3 or any(int(n) != n or n < MIN_SIZE for n in size):
             raise ValueError(f"size must be 3 integers >= {MIN_SIZE} (x, y, z), got {tuple(size)}")
+        if size_problem(size):
+            raise ValueError(f"size {tuple(size)}: {size_problem(size)}")
     if spacing is not None:
         if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
             raise ValueError(f"spacing must be 3 positive finite mm values (x, y, z), got {tuple(spacing)}")
