@@ -32,8 +32,10 @@ def test_explicit_validation_list() -> None:
 def test_bad_fold_numbers() -> None:
     with pytest.raises(ValueError, match="fold must be in"):
         train_validation_split(IDS, BURDENS, folds=5, fold=5, seed=0)
-    with pytest.raises(ValueError, match="cannot split 3 cases"):
+    with pytest.raises(ValueError, match=r"cannot split 3 cases into 5 folds \(--folds 5\); give --folds 3 or fewer"):
         stratified_folds(IDS[:3], BURDENS[:3], folds=5, seed=0)
+    with pytest.raises(ValueError, match="cannot split 1 cases into 2 folds .*; at least 2 cases are needed"):
+        stratified_folds(IDS[:1], BURDENS[:1], folds=2, seed=0)
 
 
 def test_lesion_free_cases_are_spread_over_the_folds() -> None:

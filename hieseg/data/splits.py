@@ -28,7 +28,8 @@ def stratified_folds(case_ids: Sequence[str], burdens: Sequence[float], folds: i
     if folds < 2:
         raise ConfigError(f"need at least 2 folds, got {folds}")
     if len(case_ids) < folds:
-        raise DatasetError(f"cannot split {len(case_ids)} cases into {folds} folds")
+        fewer = f"give --folds {len(case_ids)} or fewer" if len(case_ids) >= 2 else "at least 2 cases are needed"
+        raise DatasetError(f"cannot split {len(case_ids)} cases into {folds} folds (--folds {folds}); {fewer}")
     rng = random.Random(seed)
     assignment: list[list[str]] = [[] for _ in range(folds)]
     offset = 0
