@@ -1,0 +1,94 @@
+"""Command line ``python -m hieseg.versus``: the Python steps of ``scripts/versus_nnunet.sh`` (:mod:`hieseg.studies.versus`).
+
+Usage::
+
+    python -m hieseg.versus epochs --calibration RUN --budget-min M --most N --validate-every V   # the epochs
+    python -m hieseg.versus minutes RUN                                          # prints a run's minutes of epochs
+    python -m hieseg.versus report OUT --train DIR --eval DIR --budget-min M --budget-source WHAT
+                                   [--folds 5] [--seed 42] [--device cpu]
+
+``epochs`` divides the budget by the seconds per epoch of a three-epoch calibration run of the
+recipe (train.py has no wall-clock limit); ``minutes`` prints the minutes a run's epochs took (the
+budget, when the recipe's own schedule sets it). ``report`` writes OUT/versus.json and OUT/versus.md from what
+the script left under OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+from collections.abc import Sequence
+from pathlib import Path
+
+from hieseg.cli.common import CommandParser, add_output_flags, run_reporting_errors
+from hieseg.runtime.logs import configure_logging
+from hieseg.runtime.versions import library_versions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(description="The steps of scripts/versus_nnunet.sh: the recipe's epochs for a budget, "
+                                       "and the report versus.md / versus.json.")
+    add_output_flags(parser, progress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{epochs,minutes,report}")
+    epochs = commands.add_parser("epochs", help="print the recipe's epochs that fit the budget",
+                                 description="Print the epochs of the recipe that fit --budget-min, timed by a "
+                                             "three-epoch calibration run that validates at its last epoch.")
+    epochs.add_argument("--calibration", type=Path, required=True, help="run folder of the calibration (metrics.csv)")
+    epochs.add_argument("--budget-min", type=float, required=True, help="minutes of epochs")
+    epochs.add_argument("--most", type=int, required=True, help="the recipe's own number of epochs (the cap)")
+    epochs.add_argument("--validate-every", type=int, required=True, help="the recipe's train.validate_every")
+    minutes = commands.add_parser("minutes", help="print the minutes a training run's epochs took",
+                                  description="Print the minutes of a train.py run's epochs (its metrics.csv).")
+    minutes.add_argument("run", type=Path, help="run folder (WEIGHTS/runs/fold<k>)")
+    report = commands.add_parser("report", help="write OUT/versus.json and OUT/versus.md",
+                                 description="Gather the script's records under OUT into versus.json and versus.md.")
+    report.add_argument("out", type=Path, help="the script's output folder")
+    report.add_argument("--train", required=True, help="the training release (recorded)")
+    report.add_argument("--eval", required=True, help="the evaluation release (recorded)")
+    report.add_argument("--budget-min", type=float, required=True, help="the budget each system had (recorded)")
+    report.add_argument("--budget-source", required=True, help="where the budget came from (recorded)")
+    report.add_argument("--folds", type=int, default=5, help="folds of the split (default 5)")
+    report.add_argument("--seed", type=int, default=42, help="seed of the split (default 42)")
+    report.add_argument("--device", default="cpu", help="the device both trained on (recorded)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    command = {"epochs": _epochs, "minutes": _minutes, "report": _report}[args.command]
+    return run_reporting_errors(lambda: command(args))
+
+
+def _epochs(args: argparse.Namespace) -> int:
+    from hieseg.studies.versus import calibrated_epoch, epoch_seconds, recipe_epochs
+
+    startup, per_epoch = calibrated_epoch(epoch_seconds(args.calibration), args.validate_every)
+    print(recipe_epochs(args.budget_min * 60, startup, per_epoch, args.most))
+    return 0
+
+
+def _minutes(args: argparse.Namespace) -> int:
+    from hieseg.studies.versus import training_seconds
+
+    print(f"{training_seconds(args.run) / 60:.2f}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hieseg.studies.versus import VERSUS_MD, Layout, write_report
+
+    settings = {"train": args.train, "eval": args.eval, "budget_s": args.budget_min * 60,
+                "budget_source": args.budget_source, "folds": args.folds, "seed": args.seed, "device": args.device,
+                "versions": {**library_versions(), "nnunetv2": _installed("nnunetv2")}}
+    write_report(Layout(args.out), settings)
+    print(f"wrote {args.out / VERSUS_MD} and versus.json")
+    return 0
+
+
+def _installed(package: str) -> str | None:
+    """The installed version of ``package``, None when it is not installed."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

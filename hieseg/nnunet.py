@@ -1,0 +1,6 @@
+"""``python -m hieseg.nnunet``: the command line of :mod:`hieseg.cli.nnunet`, started by :mod:`hieseg.cli.startup`."""
+
+from hieseg.cli.startup import run_command
+
+if __name__ == "__main__":
+    raise SystemExit(run_command("nnunet"))

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# hie-seg's recipe against nnU-Net v2 (2d and 3d_fullres) on one wall-clock budget, one machine, one split.
+#   scripts/versus_nnunet.sh OUT [--train DIR] [--eval DIR]      (default ../shared/data/family-a-train and
+#                                                                 ../shared/data/foreign-phantoms)
+#   BUDGET_MIN=30 scripts/versus_nnunet.sh OUT                   (every system gets 30 minutes of epochs)
+#   SMOKE=1 scripts/versus_nnunet.sh OUT                         (the whole path on tiny synthetic cases, minutes)
+# Steps, each logged to OUT/logs/<step>.log:
+#   1. hieseg-export nnunet: the training release as nnU-Net's dataset, splits_final.json = train.py's folds;
+#      the evaluation release into imagesTs/; nnUNetv2_plan_and_preprocess (2d, 3d_fullres), its plans kept.
+#   2. the recipe: scripts/train_demo_model.sh's train.py settings, fold 0 of 5. train.py has no wall-clock limit,
+#      so with BUDGET_MIN a three-epoch calibration run times an epoch (start-up, training, a validation) and the
+#      recipe trains the epochs that fit (at most its own 60); without BUDGET_MIN it trains its own 60 epochs and
+#      their time becomes the budget.
+#   3. nnU-Net, 2d then 3d_fullres, fold 0: python -m hieseg.nnunet train --budget-min (nnUNetTrainerBudget,
+#      nnU-Net's defaults but for the epoch count fitted to the budget and 25 training iterations per epoch, 5 with
+#      SMOKE; runs on a CPU-only install).
+#   4. predictions of the evaluation cases: python -m hieseg.predict (recipe), python -m hieseg.nnunet predict
+#      (nnU-Net, masks on the input's grid), scored by python -m hieseg.compare beside both Z_ADC baselines.
+#   5. python -m hieseg.versus report: OUT/versus.md and OUT/versus.json.
+# DEVICE (default cpu) is used by every step; DATASET_ID (default 531) is nnU-Net's id, kept inside OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:?usage: scripts/versus_nnunet.sh OUT [--train DIR] [--eval DIR]}"
+shift
+TRAIN=../shared/data/family-a-train
+EVAL=../shared/data/foreign-phantoms
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --train) TRAIN="$2"; shift 2 ;;
+        --eval) EVAL="$2"; shift 2 ;;
+        *) echo "error: unknown argument $1 (see the head of $0)" >&2; exit 2 ;;
+    esac
+done
+if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
+    echo "error: $OUT is not empty; give a new folder" >&2
+    exit 2
+fi
+mkdir -p "$OUT/logs" "$OUT/wall"
+OUT="$(cd "$OUT" && pwd)"
+
+DEVICE="${DEVICE:-cpu}"
+DATASET_ID="${DATASET_ID:-531}"
+FOLD=0
+FOLDS=5
+SEED=42
+RECIPE_EPOCHS=60
+VALIDATE_EVERY=6
+NNUNET_CONFIGURATIONS=(2d 3d_fullres)
+NNUNET_ITERATIONS=25   # training iterations per epoch of nnUNetTrainerBudget (nnU-Net's 250 / 10)
+# scripts/train_demo_model.sh's settings (the demo recipe), but for --epochs
+RECIPE=(--loss tversky_hausdorffdt --fold "$FOLD" --folds "$FOLDS" --seed "$SEED"
+    --set train.steps_per_epoch=60 --set train.learning_rate=0.002
+    --set train.warmup_epochs=2 --set train.validate_every="$VALIDATE_EVERY" --set train.patience=0
+    --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32]
+    --set augment.scale_range=0.2 --set augment.affine_prob=0.3
+    --set preprocess.zadc_normalization=centred
+    --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0)
+if [ -n "${SMOKE:-}" ]; then
+    TRAIN="$OUT/data/train"
+    EVAL="$OUT/data/eval"
+    BUDGET_MIN="${BUDGET_MIN:-0.5}"
+    NNUNET_ITERATIONS=5
+    # tiny cases and half a minute need tiny patches and short epochs; everything else is the recipe's
+    RECIPE+=(--set train.steps_per_epoch=4 --set train.patch_size=[32,32,16] --set inference.roi_size=[32,32,16])
+    python -m hieseg.synthetic --out "$TRAIN" --cases 6 --size 64 64 16 --seed 1 --profile randomised --no-progress
+    python -m hieseg.synthetic --out "$EVAL" --cases 2 --size 64 64 16 --seed 2 --profile randomised --no-progress
+fi
+
+export nnUNet_raw="$OUT/nnunet/raw" nnUNet_preprocessed="$OUT/nnunet/preprocessed" nnUNet_results="$OUT/nnunet/results"
+export nnUNet_def_n_proc="${nnUNet_def_n_proc:-2}"   # nnU-Net's worker pools (default 8) sized for a small machine
+
+# timed NAME COMMAND...: run COMMAND with its output in OUT/logs/NAME.log, its seconds in OUT/wall/NAME.s
+timed() {
+    local name="$1" start
+    shift
+    echo "$(date -u +%H:%M:%S) $name: $*"
+    start=$(date +%s.%N)
+    if ! "$@" >"$OUT/logs/$name.log" 2>&1; then
+        echo "error: $name failed; the end of OUT/logs/$name.log:" >&2
+        tail -n 20 "$OUT/logs/$name.log" >&2
+        exit 1
+    fi
+    awk -v start="$start" -v end="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", end - start }' >"$OUT/wall/$name.s"
+}
+
+timed export python -m hieseg.export nnunet --data "$TRAIN" --out "$nnUNet_raw" --dataset-id "$DATASET_ID" \
+    --folds "$FOLDS" --seed "$SEED" --test "$EVAL"
+timed nnunet_plan nnUNetv2_plan_and_preprocess -d "$DATASET_ID" --verify_dataset_integrity \
+    -c "${NNUNET_CONFIGURATIONS[@]}" -np 2 -npfp 2
+
+if [ -n "${BUDGET_MIN:-}" ]; then
+    BUDGET_SOURCE="BUDGET_MIN"
+    # 3 epochs validating at the last: what hieseg.studies.versus.calibrated_epoch reads (CALIBRATION_EPOCHS)
+    timed recipe_calibration python train.py --data "$TRAIN" --out "$OUT/recipe-calibration" "${RECIPE[@]}" \
+        --epochs 3 --set train.validate_every=3 --set tuning.enabled=false --device "$DEVICE" --no-progress
+    EPOCHS=$(python -m hieseg.versus epochs --calibration "$OUT/recipe-calibration/runs/fold$FOLD" \
+        --budget-min "$BUDGET_MIN" --most "$RECIPE_EPOCHS" --validate-every "$VALIDATE_EVERY")
+else
+    BUDGET_SOURCE="the recipe's own $RECIPE_EPOCHS epochs"
+    EPOCHS=$RECIPE_EPOCHS
+fi
+timed recipe python train.py --data "$TRAIN" --out "$OUT/recipe" "${RECIPE[@]}" --epochs "$EPOCHS" \
+    --device "$DEVICE" --no-progress
+if [ -z "${BUDGET_MIN:-}" ]; then
+    BUDGET_MIN=$(python -m hieseg.versus minutes "$OUT/recipe/runs/fold$FOLD")
+fi
+echo "budget: $BUDGET_MIN min of epochs per system ($BUDGET_SOURCE); the recipe trains $EPOCHS epochs"
+
+for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
+    timed "nnunet_$CONFIGURATION" python -m hieseg.nnunet train "$DATASET_ID" "$CONFIGURATION" "$FOLD" \
+        --budget-min "$BUDGET_MIN" --iterations-per-epoch "$NNUNET_ITERATIONS" --device "$DEVICE"
+done
+
+timed predict_recipe python -m hieseg.predict --input "$EVAL" --output "$OUT/predictions/recipe" \
+    --model "$OUT/recipe" --device "$DEVICE" --no-progress
+PREDICTIONS=(--pred "recipe=$OUT/predictions/recipe")
+for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
+    timed "predict_nnunet_$CONFIGURATION" python -m hieseg.nnunet predict \
+        --input "$nnUNet_raw/Dataset${DATASET_ID}_BONBIDHIE/imagesTs" --output "$OUT/predictions/nnunet_$CONFIGURATION" \
+        --dataset "$DATASET_ID" --configuration "$CONFIGURATION" --folds "$FOLD" --budget --device "$DEVICE"
+    PREDICTIONS+=(--pred "nnunet_$CONFIGURATION=$OUT/predictions/nnunet_$CONFIGURATION")
+done
+timed compare python -m hieseg.compare --data "$EVAL" "${PREDICTIONS[@]}" --out "$OUT/compare" --device "$DEVICE" \
+    --no-progress
+
+python -m hieseg.versus report "$OUT" --train "$TRAIN" --eval "$EVAL" --budget-min "$BUDGET_MIN" \
+    --budget-source "$BUDGET_SOURCE" --folds "$FOLDS" --seed "$SEED" --device "$DEVICE"
