@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import files_under, tiny_config
+from test_faults import refused
 
 from hieseg.cli import export as export_cli
 from hieseg.cli import infer as inference_cli
@@ -32,18 +33,6 @@ from hieseg.training.checkpoint import read_checkpoint, save_atomic, save_weight
 
 DEEP = 100_000
 """Levels of nesting of the hostile JSON files: far beyond Python's recursion limit."""
-
-
-def refused(status: int, capsys: pytest.CaptureFixture, *fragments: str) -> str:
-    """Assert a refusal: exit 2 and exactly one line on stderr, ``error: ...`` holding every fragment."""
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 class Payload:

@@ -52,6 +52,7 @@ from hieseg.config.validation import shown
 from hieseg.errors import InputError, ModelError
 from hieseg.interop import bundle_steps
 from hieseg.interop.staging import require_new_folder, staged_folder
+from hieseg.io.jsonfile import read_weights_json
 from hieseg.model.refinement import REFINEMENT_FILENAME
 from hieseg.model.weights import load_bundle
 
@@ -170,14 +171,7 @@ def _read_tuning(path: Path) -> dict[str, Any] | None:
     in their ranges: they go into metadata.json, which must stay valid JSON."""
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise ModelError(f"{path}: nested too deeply for the scores of a tuning") from exc
+    data = read_weights_json(path, "the scores of a tuning")
     chosen = data.get("chosen") if isinstance(data, dict) else None
     if not isinstance(chosen, dict):
         raise ModelError(f"{path}: chosen: expected the object of the chosen setting and its scores, as train.py "

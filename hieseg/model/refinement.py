@@ -27,6 +27,7 @@ from scipy import ndimage
 from hieseg.config.validation import shown
 from hieseg.errors import ModelError
 from hieseg.io.images import write_atomic
+from hieseg.io.jsonfile import read_weights_json
 
 REFINEMENT_FILENAME = "refinement.json"
 FEATURE_NAMES: tuple[str, ...] = (
@@ -173,14 +174,7 @@ def load_refiner(model_dir: Path) -> Refiner | None:
     path = Path(model_dir) / REFINEMENT_FILENAME
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise ModelError(f"{path}: nested too deeply for the refinement's few coefficients") from exc
+    data = read_weights_json(path, "the refinement's few coefficients")
     return Refiner.from_dict(data, path)
 
 
