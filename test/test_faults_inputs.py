@@ -22,6 +22,7 @@ from conftest import UUID, files_under, rewrite
 from test_faults import adc_file, refused, voxels, zadc_file
 
 from hieseg.cli import infer as inference_cli
+from hieseg.cli import predict as predict_cli
 from hieseg.cli import synthetic as synthetic_cli
 from hieseg.data.transforms import (
     ADC_FENCE_PERCENTILES,
@@ -145,6 +146,8 @@ def test_a_symbolic_link_loop_as_input_folder_is_named(container, capsys, tmp_pa
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
     refused(inference_cli.main(["--input", str(loop)]), capsys, f"{loop}: a symbolic link that loops back on itself")
+    refused(predict_cli.main(["--input", str(loop), "--output", str(tmp_path / "out")]), capsys,
+            f"{loop}: a symbolic link that loops back on itself")
 
 
 def test_a_permission_denied_adc_is_named_so(container, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from hieseg.io.layout import (
     ADC_DIR,
     CaseFiles,
     CaseImages,
+    check_input_root,
     container_interface,
     find_cases,
     load_case,
@@ -120,9 +121,7 @@ def find_jobs(input_root: Path, output_root: Path) -> tuple[list[CaseJob], dict[
     """The cases of a release root or of a folder of container-layout cases, sorted by case id, and the release's
     incomplete cases with what they lack (a container-layout case's problems surface when it is read)."""
     input_root = Path(input_root)
-    if not input_root.is_dir():
-        problem = "is a file, not the input folder" if input_root.exists() else "input folder not found"
-        raise DatasetError(f"{input_root}: {problem}")
+    check_input_root(input_root, DatasetError)
     if (input_root / ADC_DIR).is_dir():
         cases, incomplete = find_cases(input_root, require_labels=False)
         return [CaseJob(files.case_id, _mask_path(output_root, files.case_id), release_files=files)
@@ -137,8 +136,9 @@ def find_jobs(input_root: Path, output_root: Path) -> tuple[list[CaseJob], dict[
     if strays:
         LOG.warning("%d folder(s) of %s hold no %s/ and are not cases: %s", len(strays), input_root, adc_dir,
                     ", ".join(strays))
-    return [CaseJob(printable_id(folder.name), _mask_path(output_root, printable_id(folder.name)), container_dir=folder)
-            for folder in cases], {}
+    case_ids = [printable_id(folder.name) for folder in cases]
+    return [CaseJob(case_id, _mask_path(output_root, case_id), container_dir=folder)
+            for case_id, folder in zip(case_ids, cases)], {}
 
 
 def printable_id(name: str) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from hieseg.config.settings import CONFIG_FILENAME
-from hieseg.errors import DatasetError, ImageError, ModelError
+from hieseg.errors import DatasetError, ImageError, InputError, ModelError
 from hieseg.io.brain import check_brain
 from hieseg.io.images import (
     MHA_SUFFIX,
@@ -207,10 +207,11 @@ def single_image(folder: Path) -> Path:
     return images[0]
 
 
-def check_input_root(input_root: Path) -> None:
-    """Refuse an input root that is missing, a file or a broken link, naming it, before looking for the images inside."""
+def check_input_root(input_root: Path, error: type[InputError] = ImageError) -> None:
+    """Refuse an input root that is missing, a file or a broken link, naming it, before looking for the images inside
+    (as ``error``: a batch's root is a data set, a container case's root holds its images)."""
     if not input_root.is_dir():
-        raise ImageError(f"{input_root}: {_not_a_folder(input_root, 'the input folder')}")
+        raise error(f"{input_root}: {_not_a_folder(input_root, 'the input folder')}")
 
 
 def _not_a_folder(path: Path, what: str) -> str:
