@@ -7,9 +7,9 @@
 # validation cases: about 40-90 minutes on 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
 # FOLDS="0 1" also trains fold 1 into the same folder (a two-network ensemble, as "v6" of docs/quality.md), each
 # fold about as long; the tuning after the last fold covers both folds' validation cases.
-# The earlier weights of docs/quality.md differ by three settings: WITHOUT lists the profile's effects left out
-# of the data (default none), ZADC is preprocess.zadc_normalization (default centred; z_score z-scores Z_ADC like
-# the ADC) and SEED is train.py's seed (default 42).
+# The train.py settings are scripts/recipe.sh's. The earlier weights of docs/quality.md differ by three settings:
+# WITHOUT lists the profile's effects left out of the data (default none), ZADC is preprocess.zadc_normalization
+# (default centred; z_score z-scores Z_ADC like the ADC) and SEED is train.py's seed (default 42).
 #   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v8, runs/demo-model)
 #   WITHOUT=accurate_atlas ZADC=z_score scripts/train_demo_model.sh data/synthetic-demo runs/v5      (v5)
 #   ZADC=z_score scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7                        (v7)
@@ -28,13 +28,8 @@ for EFFECT in ${WITHOUT:-}; do WITHOUT_FLAGS+=(--without "$EFFECT"); done
 if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
+source scripts/recipe.sh
 for FOLD in ${FOLDS:-0}; do
-    python train.py --data "$DATA" --out "$OUT" --loss tversky_hausdorffdt --fold "$FOLD" --folds 5 --seed "${SEED:-42}" \
-        --epochs 60 --set train.steps_per_epoch=60 --set train.learning_rate=0.002 \
-        --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0 \
-        --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32] \
-        --set augment.scale_range=0.2 --set augment.affine_prob=0.3 \
-        --set preprocess.zadc_normalization="${ZADC:-centred}" \
-        --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0 --device cpu \
-        "${RESUME_FLAG[@]}"
+    python train.py --data "$DATA" --out "$OUT" --fold "$FOLD" --folds 5 --seed "${SEED:-42}" "${RECIPE_ARGS[@]}" \
+        --device cpu "${RESUME_FLAG[@]}"
 done

@@ -7,10 +7,9 @@
 # Steps, each logged to OUT/logs/<step>.log:
 #   1. hieseg-export nnunet: the training release as nnU-Net's dataset, splits_final.json = train.py's folds;
 #      the evaluation release into imagesTs/; nnUNetv2_plan_and_preprocess (2d, 3d_fullres), its plans kept.
-#   2. the recipe: scripts/train_demo_model.sh's train.py settings, fold 0 of 5. train.py has no wall-clock limit,
-#      so with BUDGET_MIN a three-epoch calibration run times an epoch (start-up, training, a validation) and the
-#      recipe trains the epochs that fit (at most its own 60); without BUDGET_MIN it trains its own 60 epochs and
-#      their time becomes the budget.
+#   2. the recipe: scripts/recipe.sh's train.py settings, fold 0 of 5. With BUDGET_MIN, train.py keeps the budget
+#      itself (train.budget_min: its epochs, at most the recipe's 60, and its cosine schedule end when the budget
+#      does); without it, the recipe trains its own 60 epochs and their time becomes the budget.
 #   3. nnU-Net, 2d then 3d_fullres, fold 0: python -m hieseg.nnunet train --budget-min (nnUNetTrainerBudget,
 #      nnU-Net's defaults but for the epoch count fitted to the budget and 25 training iterations per epoch, 5 with
 #      SMOKE; runs on a CPU-only install).
@@ -43,18 +42,10 @@ DATASET_ID="${DATASET_ID:-531}"
 FOLD=0
 FOLDS=5
 SEED=42
-RECIPE_EPOCHS=60
-VALIDATE_EVERY=6
 NNUNET_CONFIGURATIONS=(2d 3d_fullres)
 NNUNET_ITERATIONS=25   # training iterations per epoch of nnUNetTrainerBudget (nnU-Net's 250 / 10)
-# scripts/train_demo_model.sh's settings (the demo recipe), but for --epochs
-RECIPE=(--loss tversky_hausdorffdt --fold "$FOLD" --folds "$FOLDS" --seed "$SEED"
-    --set train.steps_per_epoch=60 --set train.learning_rate=0.002
-    --set train.warmup_epochs=2 --set train.validate_every="$VALIDATE_EVERY" --set train.patience=0
-    --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32]
-    --set augment.scale_range=0.2 --set augment.affine_prob=0.3
-    --set preprocess.zadc_normalization=centred
-    --set train.num_workers=1 --set train.torch_threads=2 --set augment.elastic_prob=0.0)
+source scripts/recipe.sh
+RECIPE=(--fold "$FOLD" --folds "$FOLDS" --seed "$SEED" "${RECIPE_ARGS[@]}")
 if [ -n "${SMOKE:-}" ]; then
     TRAIN="$OUT/data/train"
     EVAL="$OUT/data/eval"
@@ -90,21 +81,15 @@ timed nnunet_plan nnUNetv2_plan_and_preprocess -d "$DATASET_ID" --verify_dataset
 
 if [ -n "${BUDGET_MIN:-}" ]; then
     BUDGET_SOURCE="BUDGET_MIN"
-    # 3 epochs validating at the last: what hieseg.studies.versus.calibrated_epoch reads (CALIBRATION_EPOCHS)
-    timed recipe_calibration python train.py --data "$TRAIN" --out "$OUT/recipe-calibration" "${RECIPE[@]}" \
-        --epochs 3 --set train.validate_every=3 --set tuning.enabled=false --device "$DEVICE" --no-progress
-    EPOCHS=$(python -m hieseg.versus epochs --calibration "$OUT/recipe-calibration/runs/fold$FOLD" \
-        --budget-min "$BUDGET_MIN" --most "$RECIPE_EPOCHS" --validate-every "$VALIDATE_EVERY")
+    RECIPE+=(--set train.budget_min="$BUDGET_MIN")
 else
     BUDGET_SOURCE="the recipe's own $RECIPE_EPOCHS epochs"
-    EPOCHS=$RECIPE_EPOCHS
 fi
-timed recipe python train.py --data "$TRAIN" --out "$OUT/recipe" "${RECIPE[@]}" --epochs "$EPOCHS" \
-    --device "$DEVICE" --no-progress
+timed recipe python train.py --data "$TRAIN" --out "$OUT/recipe" "${RECIPE[@]}" --device "$DEVICE" --no-progress
 if [ -z "${BUDGET_MIN:-}" ]; then
     BUDGET_MIN=$(python -m hieseg.versus minutes "$OUT/recipe/runs/fold$FOLD")
 fi
-echo "budget: $BUDGET_MIN min of epochs per system ($BUDGET_SOURCE); the recipe trains $EPOCHS epochs"
+echo "budget: $BUDGET_MIN min of epochs per system ($BUDGET_SOURCE)"
 
 for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
     timed "nnunet_$CONFIGURATION" python -m hieseg.nnunet train "$DATASET_ID" "$CONFIGURATION" "$FOLD" \

@@ -221,3 +221,29 @@ def test_loss_names_in_study_order() -> None:
         "dicefocal_hausdorffdt",
         "tversky_hausdorffdt",
     )
+
+
+@pytest.mark.parametrize("name", ["tversky", "tversky_hausdorffdt"])
+def test_ce_weight_adds_voxelwise_cross_entropy(name: str) -> None:
+    label = cube_label(4, 1, 3)
+    logits = fixed_logits(label)
+    study = evaluate(name, logits, label)
+    cross_entropy = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, label))
+    assert cross_entropy > 0.01
+    assert evaluate(name, logits, label, ce_weight=0.0) == pytest.approx(study, abs=1e-9)
+    assert evaluate(name, logits, label, ce_weight=1.0) == pytest.approx(study + cross_entropy, rel=1e-5)
+    assert evaluate(name, logits, label, ce_weight=2.5) == pytest.approx(study + 2.5 * cross_entropy, rel=1e-5)
+
+
+def test_ce_term_rewards_a_small_lesion_the_pooled_ratio_hardly_sees() -> None:
+    """A missed punctate lesion beside a found large one: cross-entropy changes by far more than Tversky."""
+    label = torch.zeros(1, 1, 16, 16, 8, dtype=torch.float64)
+    label[..., 2:10, 2:10, 2:6] = 1.0
+    label[..., 13, 13, 6] = 1.0
+    found_both = CONFIDENT * (2 * label - 1)
+    missed_small = found_both.clone()
+    missed_small[..., 13, 13, 6] = -CONFIDENT
+    tversky_gain = evaluate("tversky", missed_small, label) - evaluate("tversky", found_both, label)
+    with_ce_gain = (evaluate("tversky", missed_small, label, ce_weight=1.0)
+                    - evaluate("tversky", found_both, label, ce_weight=1.0))
+    assert with_ce_gain > tversky_gain

@@ -23,24 +23,9 @@ from hieseg.studies import versus
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_BUDGET_MIN = 0.5
 BUDGET_TOLERANCE = 2.0
-"""nnU-Net's epochs may outrun the smoke budget by this factor: with half a minute, one epoch is a sizeable part of
-it, and the machine is shared (the full run's epochs are a few percent of its budget). The recipe's time is not
-bounded by the test: train.py has no clock, and its epochs, fitted by a calibration run, take what the load of the
-moment makes them take."""
-
-
-def test_the_recipe_trains_the_epochs_that_fit_after_its_start_up() -> None:
-    startup, per_epoch = versus.calibrated_epoch([14.0, 2.0, 8.0], validate_every=6)
-    assert startup == pytest.approx(12.0)
-    assert per_epoch == pytest.approx(2.0 + 6.0 / 6)
-    assert versus.recipe_epochs(60.0, startup, per_epoch, most=60) == 16
-    assert versus.recipe_epochs(3600.0, startup, per_epoch, most=60) == 60  # never past the recipe's own schedule
-    assert versus.recipe_epochs(5.0, startup, per_epoch, most=60) == 1
-
-
-def test_a_calibration_of_another_length_is_refused() -> None:
-    with pytest.raises(versus.DatasetError, match="3 epochs"):
-        versus.calibrated_epoch([1.0, 2.0], validate_every=6)
+"""Each system's epochs may outrun the smoke budget by this factor: with half a minute, one epoch is a sizeable part
+of it, and the machine is shared (the full run's epochs are a few percent of its budget). Both read the clock:
+nnU-Net's budget trainer and train.py's ``train.budget_min``."""
 
 
 def test_the_split_check_compares_the_validation_cases(tmp_path: Path) -> None:
@@ -118,16 +103,14 @@ def test_the_smoke_run_scores_every_system_on_one_budget_and_one_split(tmp_path:
         system = report["systems"][name]
         assert system["training_s"] > 0 and finite(system["wall_s"]), name
         assert system["epochs"] >= 1 and system["steps"] >= system["epochs"], name
-    for configuration in versus.NNUNET_CONFIGURATIONS:  # nnU-Net's trainer reads the clock: it keeps the budget
-        system = report["systems"][versus.nnunet_name(configuration)]
-        assert system["training_s"] <= BUDGET_TOLERANCE * budget_s, configuration
-        assert len(system["curve"]) == system["epochs"], configuration
-    # train.py has no clock: the recipe trains the epochs its calibration fits into the budget, all of them
+    for name in systems:  # every trainer reads the clock: each keeps the budget
+        system = report["systems"][name]
+        assert system["training_s"] <= BUDGET_TOLERANCE * budget_s, name
+        assert len(system["curve"]) == system["epochs"], name
     recipe = report["systems"]["recipe"]
-    calibration = recipe["calibration"]
-    assert recipe["epochs"] == recipe["planned_epochs"] == versus.recipe_epochs(
-        budget_s, calibration["startup_s"], calibration["per_epoch_s"], most=60)
-    assert recipe["curve"][-1]["val_dice"] is not None
+    assert recipe["budget_min"] == SMOKE_BUDGET_MIN and recipe["epochs"] < recipe["most_epochs"] == 60
+    assert recipe["curve"][-1]["val_dice"] is not None, "the budget's last epoch validates"
+    assert recipe["curve"][-1]["learning_rate"] == pytest.approx(0.0, abs=1e-12), "the schedule ends with the budget"
     for configuration in versus.NNUNET_CONFIGURATIONS:
         plan = report["systems"][versus.nnunet_name(configuration)]["plan"]
         assert plan["patch_size"] and plan["batch_size"] >= 1

@@ -2,13 +2,11 @@
 
 Usage::
 
-    python -m hieseg.versus epochs --calibration RUN --budget-min M --most N --validate-every V   # the epochs
     python -m hieseg.versus minutes RUN                                          # prints a run's minutes of epochs
     python -m hieseg.versus report OUT --train DIR --eval DIR --budget-min M --budget-source WHAT
                                    [--folds 5] [--seed 42] [--device cpu]
 
-``epochs`` divides the budget by the seconds per epoch of a three-epoch calibration run of the
-recipe (train.py has no wall-clock limit); ``minutes`` prints the minutes a run's epochs took (the
+``minutes`` prints the minutes a run's epochs took (the
 budget, when the recipe's own schedule sets it). ``report`` writes OUT/versus.json and OUT/versus.md from what
 the script left under OUT.
 """
@@ -26,17 +24,10 @@ from hieseg.runtime.versions import library_versions
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(description="The steps of scripts/versus_nnunet.sh: the recipe's epochs for a budget, "
+    parser = CommandParser(description="The steps of scripts/versus_nnunet.sh: a run's minutes of epochs, "
                                        "and the report versus.md / versus.json.")
     add_output_flags(parser, progress=False)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{epochs,minutes,report}")
-    epochs = commands.add_parser("epochs", help="print the recipe's epochs that fit the budget",
-                                 description="Print the epochs of the recipe that fit --budget-min, timed by a "
-                                             "three-epoch calibration run that validates at its last epoch.")
-    epochs.add_argument("--calibration", type=Path, required=True, help="run folder of the calibration (metrics.csv)")
-    epochs.add_argument("--budget-min", type=float, required=True, help="minutes of epochs")
-    epochs.add_argument("--most", type=int, required=True, help="the recipe's own number of epochs (the cap)")
-    epochs.add_argument("--validate-every", type=int, required=True, help="the recipe's train.validate_every")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{minutes,report}")
     minutes = commands.add_parser("minutes", help="print the minutes a training run's epochs took",
                                   description="Print the minutes of a train.py run's epochs (its metrics.csv).")
     minutes.add_argument("run", type=Path, help="run folder (WEIGHTS/runs/fold<k>)")
@@ -56,16 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    command = {"epochs": _epochs, "minutes": _minutes, "report": _report}[args.command]
+    command = {"minutes": _minutes, "report": _report}[args.command]
     return run_reporting_errors(lambda: command(args))
-
-
-def _epochs(args: argparse.Namespace) -> int:
-    from hieseg.studies.versus import calibrated_epoch, epoch_seconds, recipe_epochs
-
-    startup, per_epoch = calibrated_epoch(epoch_seconds(args.calibration), args.validate_every)
-    print(recipe_epochs(args.budget_min * 60, startup, per_epoch, args.most))
-    return 0
 
 
 def _minutes(args: argparse.Namespace) -> int:

@@ -289,6 +289,10 @@ class LossConfig(Section):
     """Weight of the region term (DiceFocal or Tversky) in the compound losses."""
     boundary_weight: float = setting(0.1, NON_NEGATIVE)
     """Weight of log(1 + HausdorffDT) in the compound losses."""
+    ce_weight: float = setting(0.0, NON_NEGATIVE)
+    """Weight of a voxel-wise binary cross-entropy added to the loss ``name`` (0: the study's loss alone).
+    The region ratios pool the batch, so a lesion counts by its voxels and a small one barely moves them;
+    cross-entropy scores every voxel on its own, as nnU-Net's Dice + CE does (its weight 1)."""
 
 
 @dataclass
@@ -301,6 +305,13 @@ class TrainConfig(Section):
     lesion_fraction: float = setting(0.67, PROBABILITY)
     """Share of patches centred on a lesion voxel (the rest on other brain voxels)."""
     epochs: int = setting(300, AT_LEAST_ONE)
+    """The epochs of the run; with ``budget_min``, the most it may take."""
+    budget_min: float = setting(0.0, NON_NEGATIVE)
+    """Minutes of epochs (their training and validation) the run may take; 0: no limit. After each epoch the
+    run plans the epochs done plus the remaining minutes over its mean epoch so far (rounded, at most ``epochs``),
+    as nnU-Net's time-budgeted trainers do, and the warm-up and cosine schedule run over that plan, so the
+    learning rate reaches zero when the budget does and the last epoch validates. The plan follows the machine's
+    speed, so two machines train different numbers of epochs; a resumed run continues the plan it saved."""
     steps_per_epoch: int = setting(0, NON_NEGATIVE)
     """0 means one pass over the training cases."""
     learning_rate: float = setting(1e-3, POSITIVE)

@@ -21,6 +21,10 @@ its false positives go unpunished and a constant dominates the loss. Pooled, the
 patch's false positives count against the batch's lesion voxels and are penalised, and
 the ratio stays informative whenever one patch in the batch has lesion. The Hausdorff-DT term is a per-voxel mean, which pooling does not change.
 
+Cross-entropy (``loss.ce_weight``): any of the six may have a voxel-wise binary cross-entropy added, as
+nnU-Net adds CE to its batch Dice. Pooled ratios weigh a lesion by its voxels, so a punctate lesion beside a
+large one hardly changes them; cross-entropy gives each voxel its own gradient wherever it is.
+
 Deep supervision (:func:`build_training_loss`), as nnU-Net does it: a network that returns
 logits at several resolutions (a DynUNet, ``hieseg.model.network``) is scored by the same loss at each
 of them, against the labels downsampled to that output's size by nearest-neighbour
@@ -52,6 +56,8 @@ POOL_BATCH: bool = True
 
 REGION_TERM = "region"
 BOUNDARY_TERM = "boundary"
+STUDY_TERM = "study"
+CE_TERM = "cross_entropy"
 
 
 class WeightedSum(nn.Module):
@@ -134,8 +140,12 @@ if tuple(_BUILDERS) != LOSS_NAMES:
 
 
 def build_loss(config: LossConfig) -> nn.Module:
-    """The loss named by ``config.name`` (checked by the config), taking logits and 0/1 labels of shape (B, 1, X, Y, Z)."""
-    return _BUILDERS[config.name](config)
+    """The loss named by ``config.name`` (checked by the config), taking logits and 0/1 labels of shape (B, 1, X, Y, Z),
+    plus ``config.ce_weight`` times the voxel-wise binary cross-entropy when that weight is not 0."""
+    study = _BUILDERS[config.name](config)
+    if config.ce_weight == 0:
+        return study
+    return WeightedSum({STUDY_TERM: study, CE_TERM: nn.BCEWithLogitsLoss()}, {STUDY_TERM: 1.0, CE_TERM: config.ce_weight})
 
 
 class DeepSupervisedLoss(DeepSupervisionLoss):

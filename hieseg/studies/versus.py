@@ -4,12 +4,9 @@
 train.py settings, fold 0 of 5) and nnU-Net v2 (2d and 3d_fullres, fold 0 of the same
 ``splits_final.json``) for one wall-clock budget each, predicts the evaluation cases with each and
 scores them with ``python -m hieseg.compare`` beside both Z_ADC baselines. This module holds the
-two decisions the script asks Python for and the report it ends with:
+report it ends with, and the minutes of a train.py run's epochs (the budget, when the recipe's own schedule
+sets it; with ``BUDGET_MIN`` the recipe keeps the budget itself, ``train.budget_min``):
 
-* :func:`recipe_epochs`: train.py has no wall-clock limit, only epochs, so the recipe's epochs
-  are the budget, less the start-up, divided by the seconds per epoch that a three-epoch
-  calibration run measures (:func:`calibrated_epoch`, from its ``metrics.csv``), capped at the
-  recipe's own schedule;
 * :func:`write_report`: the folder's records gathered (:data:`Layout`) into ``versus.json``
   (every score, per case and overall, each system's training time, steps and validation curve,
   nnU-Net's planned configurations, and whether the two splits are the same cases) and
@@ -32,8 +29,6 @@ from hieseg.io.tables import markdown_table, read_csv
 from hieseg.training.logs import METRICS_FILE, read_history
 
 RECIPE = "recipe"
-CALIBRATION_EPOCHS = 3
-"""Epochs of the recipe's calibration run (validating at the last only): see :func:`calibrated_epoch`."""
 NNUNET_CONFIGURATIONS = ("2d", "3d_fullres")
 CASE_COLUMNS = ("dice", "masd_mm", "nsd", "truth_lesions", "found_lesions", "pred_lesions", "true_pred_lesions")
 """Per-case columns of versus.json and versus.md: the challenge metrics and the lesion-wise counts."""
@@ -58,11 +53,6 @@ class Layout:
     @property
     def recipe(self) -> Path:
         return self.out / "recipe"
-
-    @property
-    def calibration(self) -> Path:
-        """The recipe's calibration run (weights folder), there only when the budget was given."""
-        return self.out / "recipe-calibration"
 
     @property
     def nnunet_results(self) -> Path:
@@ -113,26 +103,6 @@ def training_seconds(run: Path) -> float:
     return sum(epoch_seconds(run))
 
 
-def calibrated_epoch(seconds: Sequence[float], validate_every: int) -> tuple[float, float]:
-    """(start-up, seconds per epoch) of the recipe, from :data:`CALIBRATION_EPOCHS` calibration epochs.
-
-    The calibration validates at its last epoch only: its first epoch carries the start-up (the loader
-    worker's start, the first batches), its second is a plain training epoch, its third adds one
-    validation, which the recipe runs every ``validate_every`` epochs.
-    """
-    if len(seconds) != CALIBRATION_EPOCHS:
-        raise DatasetError(f"a calibration run has {CALIBRATION_EPOCHS} epochs, this one {len(seconds)}")
-    first, plain, validated = seconds
-    validation = max(0.0, validated - plain)
-    return max(0.0, first - plain), plain + validation / validate_every
-
-
-def recipe_epochs(budget_s: float, startup_s: float, per_epoch_s: float, most: int) -> int:
-    """The epochs that fill ``budget_s`` after ``startup_s`` at ``per_epoch_s`` each, rounded as nnU-Net's budget
-    trainer rounds (within half an epoch of the budget), at least 1 and at most ``most``."""
-    return max(1, min(most, round((budget_s - startup_s) / per_epoch_s)))
-
-
 # ----------------------------------------------------------------------------------------------------- the records
 
 
@@ -140,26 +110,17 @@ def _finite_or_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def calibration_record(layout: Layout, fold: int, validate_every: int) -> dict[str, float] | None:
-    """What the calibration run measured (start-up, seconds per epoch), None when the recipe's schedule set the budget."""
-    run = layout.calibration / "runs" / f"fold{fold}"
-    if not run.is_dir():
-        return None
-    startup, per_epoch = calibrated_epoch(epoch_seconds(run), validate_every)
-    return {"startup_s": round(startup, 2), "per_epoch_s": round(per_epoch, 2)}
-
-
 def recipe_record(layout: Layout, fold: int, wall_s: float | None) -> dict[str, Any]:
-    """The recipe's training: time (the sum of its epochs), epochs (chosen and run), steps, the calibration it was
-    chosen from, and its validation curve from metrics.csv."""
+    """The recipe's training: time (the sum of its epochs), its budget and most epochs (train.budget_min,
+    train.epochs), the epochs and steps run, and its validation curve from metrics.csv."""
     history = read_history(layout.recipe_run(fold) / METRICS_FILE)
     config = json.loads((layout.recipe / "config.json").read_text())
     steps_per_epoch = int(config["train"]["steps_per_epoch"])
     return {
         "training_s": round(training_seconds(layout.recipe_run(fold)), 2),
         "wall_s": wall_s,
-        "calibration": calibration_record(layout, fold, int(config["train"]["validate_every"])),
-        "planned_epochs": int(config["train"]["epochs"]),
+        "budget_min": float(config["train"].get("budget_min", 0.0)),
+        "most_epochs": int(config["train"]["epochs"]),
         "epochs": len(history),
         "steps_per_epoch": steps_per_epoch,
         "steps": len(history) * steps_per_epoch,

@@ -43,7 +43,7 @@ NUMPY_ARRAY_GLOBALS = (np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(n
 the only globals a checkpoint may name besides tensors."""
 DAMAGED_FIELD_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError)
 """What torch's ``load_state_dict`` of an optimiser, schedule or scaler raises for contents that do not fit it."""
-WHOLE_NUMBER_FIELDS = {"epoch": 0, "best_epoch": -1, "stale_validations": 0, "loader_workers": 0}
+WHOLE_NUMBER_FIELDS = {"epoch": 0, "best_epoch": -1, "stale_validations": 0, "loader_workers": 0, "planned_epochs": 1}
 """The whole-number fields of a checkpoint's ``state`` and the least value each may take."""
 SCHEDULER_FIELDS = frozenset({"base_lrs", "last_epoch", "lr_lambdas"})
 """What the learning-rate schedule's state must hold (torch versions add fields of their own besides)."""
@@ -65,6 +65,9 @@ class TrainingState:
     """The loader workers the run draws its patches with, which decide which patches it draws: a resumed run
     whose ``train.num_workers`` is auto takes these, whatever the cores of the machine it resumes on
     (None in checkpoints of earlier versions)."""
+    planned_epochs: int | None = None
+    """The epochs the run plans to train (``train.budget_min`` refits them after each epoch; None: ``train.epochs``,
+    as in checkpoints of earlier versions)."""
 
 
 @dataclass

@@ -23,22 +23,36 @@ def build_optimization(config: ExperimentConfig, network: torch.nn.Module, devic
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(config.train.warmup_epochs, config.train.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=config.train.amp and device.type == "cuda")
     return Optimization(optimizer, scheduler, scaler)
 
 
-def _warmup_cosine(config: ExperimentConfig):
-    """Linear warm-up for ``warmup_epochs`` then cosine decay to zero at the last epoch."""
-    warmup, total = config.train.warmup_epochs, config.train.epochs
+class WarmupCosine:
+    """The learning-rate factor of an epoch: linear warm-up for ``warmup`` epochs, then cosine decay to zero at
+    epoch ``total``, which a time budget may move while the run goes (``train.budget_min``)."""
 
-    def factor(epoch: int) -> float:
-        if epoch < warmup:
-            return (epoch + 1) / (warmup + 1)
-        progress = (epoch - warmup) / max(1, total - warmup)
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup = warmup
+        self.total = total
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return (epoch + 1) / (self.warmup + 1)
+        progress = (epoch - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-    return factor
+
+def planned_epochs(config: ExperimentConfig, done: int, seconds: list[float]) -> int:
+    """The epochs a run plans after ``done`` of them took ``seconds`` each: ``train.epochs`` without a budget;
+    with ``train.budget_min``, those done plus the remaining budget over the mean epoch, rounded, between
+    ``done`` (the budget is spent) and ``train.epochs``."""
+    if not config.train.budget_min or not seconds:
+        return config.train.epochs
+    remaining = config.train.budget_min * 60.0 - sum(seconds)
+    more = max(0, round(remaining / (sum(seconds) / len(seconds))))
+    return max(done, min(config.train.epochs, done + more))
 
 
 def optimisation_step(

@@ -33,6 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from itertools import count
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ from hieseg.training.logs import (
 )
 from hieseg.training.optimization import (
     batches_per_pass,
+    planned_epochs,
     build_optimization,
     describe_workers,
     intra_op_threads,
@@ -150,19 +152,24 @@ class Trainer:
         """Train from the start or the checkpoint to the last epoch (or early stopping); the run's result."""
         with torch_threads(intra_op_threads(self.config, self.ranks.local_world_size, self.workers)):
             self.on_train_start()
-            epochs = tqdm(range(self.state.epoch, self.config.train.epochs), desc=f"training {self.name}",
+            epochs = tqdm(initial=self.state.epoch, total=self.planned, desc=f"training {self.name}",
                           disable=not self.progress, unit="epoch")
-            for epoch in epochs:
+            for epoch in count(self.state.epoch):
+                if epoch >= self.planned:
+                    break
                 started = time.perf_counter()
                 seed_epoch(self.loader, epoch_seed(self.config.train.seed, epoch, self.ranks.rank))
                 train_loss = self.train_epoch(epoch)
                 self.on_epoch_end(epoch, train_loss, started)
+                epochs.total = self.planned
+                epochs.update()
                 epochs.set_postfix(loss=f"{self.history[-1]['train_loss']:.4f}",
                                    best_dice=f"{max(self.state.best_dice, 0):.3f}")
                 if self.should_stop():
                     LOG.info("early stopping at epoch %d: no Dice gain in %d validations", epoch + 1,
                              self.state.stale_validations)
                     break
+            epochs.close()
             self.on_train_end()
         return TrainingResult(
             weights=self.weights_path,
@@ -216,6 +223,7 @@ class Trainer:
             return None
         self.adopt_recorded_workers(checkpoint)
         self.state = restore_checkpoint(checkpoint, self.checkpoint_path, self.config, self.network, self.optimization)
+        self.follow_plan()
         if self.config.train.num_workers is None and self.state.loader_workers is not None:
             self.workers, self.workers_recorded = self.state.loader_workers, True
         self.state = replace(self.state, loader_workers=self.workers)
@@ -230,6 +238,28 @@ class Trainer:
         if self.config.train.num_workers is None and isinstance(recorded, int) and not isinstance(recorded, bool):
             self.config = replace(self.config, train=replace(self.config.train, num_workers=recorded))
             self.workers = recorded
+
+    @property
+    def planned(self) -> int:
+        """The epochs this run trains: ``train.epochs``, or as many as its time budget allows so far."""
+        return self.state.planned_epochs or self.config.train.epochs
+
+    def follow_plan(self) -> None:
+        """Make the learning-rate schedule end with the planned epochs."""
+        schedule = self.optimization.scheduler.lr_lambdas[0]
+        schedule.warmup, schedule.total = self.config.train.warmup_epochs, self.planned
+
+    def replan(self, done: TrainingState, seconds: float) -> TrainingState:
+        """After an epoch that took ``seconds`` (before any validation): with ``train.budget_min``, the epochs that
+        fit the budget (:func:`~hieseg.training.optimization.planned_epochs`), logged when they change."""
+        if not self.config.train.budget_min:
+            return done
+        spent = [row["seconds"] for row in self.history] + [seconds]
+        planned = planned_epochs(self.config, done.epoch, spent)
+        if planned != self.planned:
+            LOG.info("time budget %g min: %.1f min spent in %d epoch(s), %d epoch(s) planned",
+                     self.config.train.budget_min, sum(spent) / 60, done.epoch, planned)
+        return replace(done, planned_epochs=planned)
 
     def train_epoch(self, epoch: int) -> float:
         """One epoch (0-based) of optimisation; returns this process's mean training loss."""
@@ -263,12 +293,16 @@ class Trainer:
         return optimisation_step(self.config, self.model, self.loss_function, self.optimization, batch, self.device)
 
     def on_epoch_end(self, epoch: int, train_loss: float, started: float) -> None:
-        """The schedule's step, then rank 0's part of the epoch, whose outcome every rank takes."""
+        """The plan (rank 0's, under a time budget) and the schedule's step, then rank 0's part of the epoch, whose
+        outcome every rank takes."""
+        done = distributed.on_main(
+            lambda: self.replan(replace(self.state, epoch=epoch + 1), time.perf_counter() - started), self.ranks)
+        self.state = replace(self.state, planned_epochs=done.planned_epochs)
+        self.follow_plan()
         self.optimization.scheduler.step()
         row = {"epoch": epoch + 1,
                "train_loss": distributed.mean_over_ranks(train_loss, self.ranks, self.device),
                "val_dice": math.nan, "learning_rate": self.optimization.scheduler.get_last_lr()[0]}
-        done = replace(self.state, epoch=epoch + 1)
         row, self.state = distributed.on_main(lambda: self._end_epoch_on_main(row, done, started), self.ranks)
         self.history.append(row)
 
@@ -280,7 +314,7 @@ class Trainer:
         if bad is not None:
             raise TrainingError(self.divergence(f"at epoch {row['epoch']}", f"tensor {bad} holds NaN or infinite "
                                                 f"values, training loss {row['train_loss']:g}"))
-        if row["epoch"] % self.config.train.validate_every == 0 or row["epoch"] == self.config.train.epochs:
+        if row["epoch"] % self.config.train.validate_every == 0 or row["epoch"] == self.planned:
             row["val_dice"] = self.validate()
             self.network.train()
             if row["val_dice"] > done.best_dice:

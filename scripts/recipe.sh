@@ -1,0 +1,12 @@
+# The recipe: train.py's settings of the demo weights (scripts/train_demo_model.sh) and of the recipe that
+# scripts/versus_nnunet.sh sets against nnU-Net, in one place. Sourced by both; each adds its data, output, fold,
+# seed and device. RECIPE_EPOCHS is the schedule's length (with train.budget_min, the most epochs it may take).
+# ZADC (default centred) is preprocess.zadc_normalization, kept settable for the earlier weights of docs/quality.md.
+RECIPE_EPOCHS=60
+RECIPE_ARGS=(--loss tversky --set loss.ce_weight=1.0 --epochs "$RECIPE_EPOCHS"
+    --set train.steps_per_epoch=60 --set train.learning_rate=0.002
+    --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0
+    --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32]
+    --set augment.scale_range=0.2 --set augment.affine_prob=0.3 --set augment.elastic_prob=0.0
+    --set preprocess.zadc_normalization="${ZADC:-centred}"
+    --set train.num_workers=1 --set train.torch_threads=2)
