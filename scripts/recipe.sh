@@ -2,8 +2,15 @@
 # scripts/versus_nnunet.sh sets against nnU-Net, in one place. Sourced by both; each adds its data, output, fold,
 # seed and device. RECIPE_EPOCHS is the schedule's length (with train.budget_min, the most epochs it may take).
 # ZADC (default centred) is preprocess.zadc_normalization, kept settable for the earlier weights of docs/quality.md.
+# RECIPE_LOSS: tversky_ce (default: Tversky + cross-entropy, the recipe since 2026-12-06, docs/quality.md) or
+# tversky_hausdorffdt (0.9 Tversky + 0.1 log Hausdorff-DT: the shipped v8 weights and those before).
 RECIPE_EPOCHS=60
-RECIPE_ARGS=(--loss tversky --set loss.ce_weight=1.0 --epochs "$RECIPE_EPOCHS"
+case "${RECIPE_LOSS:-tversky_ce}" in
+    tversky_ce) RECIPE_LOSS_ARGS=(--loss tversky --set loss.ce_weight=1.0) ;;
+    tversky_hausdorffdt) RECIPE_LOSS_ARGS=(--loss tversky_hausdorffdt) ;;
+    *) echo "error: RECIPE_LOSS must be tversky_ce or tversky_hausdorffdt, got '$RECIPE_LOSS'" >&2; exit 2 ;;
+esac
+RECIPE_ARGS=("${RECIPE_LOSS_ARGS[@]}" --epochs "$RECIPE_EPOCHS"
     --set train.steps_per_epoch=60 --set train.learning_rate=0.002
     --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0
     --set train.patch_size=[64,64,32] --set inference.roi_size=[64,64,32]
