@@ -71,3 +71,34 @@ def test_an_unbudgeted_run_trains_its_epochs(small_cases: list, tmp_path: Path, 
     assert result.epochs_run == 3
     assert [math.isnan(row["val_dice"]) for row in result.history] == [True, True, False]
     assert result.history[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_interrupted_budgeted_run_resumes_its_plan_and_ends_as_an_uninterrupted_one(
+        small_cases: list, tmp_path: Path, monkeypatch) -> None:
+    config = tiny_config(**{"train.epochs": 10, "train.steps_per_epoch": 1, "train.budget_min": 1.0,
+                            "train.validate_every": 3, "train.warmup_epochs": 1})
+    monkeypatch.setattr(trainer_module, "time", TenSecondTicks())
+    whole = train(config, small_cases, tmp_path / "whole", device=CPU, progress=False)
+
+    real_epoch = trainer_module.Trainer.train_epoch
+    calls = {"n": 0}
+
+    def interrupted_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "time", TenSecondTicks())
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", interrupted_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, small_cases, tmp_path / "split", device=CPU, progress=False)
+    saved = torch.load(tmp_path / "split" / "runs" / "fold0" / "last.ckpt", weights_only=True)["state"]
+    assert (saved["epoch"], saved["planned_epochs"]) == (2, 4)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", real_epoch)
+    monkeypatch.setattr(trainer_module, "time", TenSecondTicks())
+    resumed = train(config, small_cases, tmp_path / "split", resume=True, device=CPU, progress=False)
+    assert resumed.epochs_run == whole.epochs_run == 4
+    assert [row["learning_rate"] for row in resumed.history] == [row["learning_rate"] for row in whole.history]
+    assert (tmp_path / "whole" / "fold0.pt").read_bytes() == (tmp_path / "split" / "fold0.pt").read_bytes()

@@ -6,7 +6,8 @@ A run goes through named steps that a subclass (or a test) may override, as nnU-
   the checkpoint to resume (:mod:`hieseg.training.checkpoint`), the output folder
   (:mod:`hieseg.training.folder`) and the patch loader (:mod:`hieseg.training.data`);
 * :meth:`Trainer.train_epoch` and :meth:`Trainer.train_step`: one epoch of optimisation steps;
-* :meth:`Trainer.on_epoch_end`: on rank 0, :meth:`Trainer.validate` when due, the best weights,
+* :meth:`Trainer.on_epoch_end`: under a wall-clock budget (``train.budget_min``) the epochs that fit it
+  (:meth:`Trainer.replan`), which the learning-rate schedule follows; on rank 0, :meth:`Trainer.validate` when due, the best weights,
   the logs (:mod:`hieseg.training.logs`) and :meth:`Trainer.save_checkpoint`;
 * :meth:`Trainer.on_train_end`.
 
@@ -33,7 +34,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from itertools import count
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -81,12 +81,12 @@ from hieseg.training.logs import (
 )
 from hieseg.training.optimization import (
     batches_per_pass,
-    planned_epochs,
     build_optimization,
     describe_workers,
     intra_op_threads,
     loader_workers,
     optimisation_step,
+    planned_epochs,
     torch_threads,
 )
 
@@ -154,9 +154,8 @@ class Trainer:
             self.on_train_start()
             epochs = tqdm(initial=self.state.epoch, total=self.planned, desc=f"training {self.name}",
                           disable=not self.progress, unit="epoch")
-            for epoch in count(self.state.epoch):
-                if epoch >= self.planned:
-                    break
+            while self.state.epoch < self.planned:
+                epoch = self.state.epoch
                 started = time.perf_counter()
                 seed_epoch(self.loader, epoch_seed(self.config.train.seed, epoch, self.ranks.rank))
                 train_loss = self.train_epoch(epoch)
