@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from hieseg.config.settings import ExperimentConfig
 from hieseg.synthesis.generator import make_case, write_container_case, write_release
+from hieseg.training.trainer import Trainer
 
 SMALL_SIZE = (96, 96, 20)
 UUID = "1b2c3d4e-0000-4000-8000-000000000001"
@@ -36,6 +38,24 @@ def tiny_config(**overrides: object) -> ExperimentConfig:
     }
     base.update(overrides)
     return ExperimentConfig().with_overrides(base)
+
+
+def run_interrupted(config: ExperimentConfig, cases: list, out: Path, monkeypatch: pytest.MonkeyPatch,
+                    completed: int = 1) -> None:
+    """Train ``config`` until the end of epoch ``completed``'s checkpoint, then stop as Ctrl-C would before the next."""
+    real_epoch = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def interrupted_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == completed + 1:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, cases, out, device=torch.device("cpu"), progress=False).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import run_interrupted, tiny_config
 from monai.data import CacheDataset
 from monai.transforms import Compose
 
@@ -142,23 +142,6 @@ def test_the_loader_logs_its_cache_and_takes_the_workers_it_is_given(
         caplog.clear()
         uncached = training_loader(tiny_config(**{"train.cache_cases": False}), small_cases[:4], CPU)
     assert "cached in memory" not in caplog.text and uncached.num_workers == 0
-
-
-def run_interrupted(config: ExperimentConfig, cases: list, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Train ``config`` until the end of its first epoch's checkpoint, then stop as Ctrl-C would."""
-    real_epoch = Trainer.train_epoch
-    calls = {"n": 0}
-
-    def interrupted_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, cases, out, device=CPU, progress=False).fit()
-    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import run_interrupted, tiny_config
 
 from hieseg.errors import ConfigError
 from hieseg.training import trainer as trainer_module
@@ -80,23 +80,11 @@ def test_an_interrupted_budgeted_run_resumes_its_plan_and_ends_as_an_uninterrupt
     monkeypatch.setattr(trainer_module, "time", TenSecondTicks())
     whole = train(config, small_cases, tmp_path / "whole", device=CPU, progress=False)
 
-    real_epoch = trainer_module.Trainer.train_epoch
-    calls = {"n": 0}
-
-    def interrupted_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
     monkeypatch.setattr(trainer_module, "time", TenSecondTicks())
-    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", interrupted_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, small_cases, tmp_path / "split", device=CPU, progress=False)
+    run_interrupted(config, small_cases, tmp_path / "split", monkeypatch, completed=2)
     saved = torch.load(tmp_path / "split" / "runs" / "fold0" / "last.ckpt", weights_only=True)["state"]
     assert (saved["epoch"], saved["planned_epochs"]) == (2, 4)
 
-    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", real_epoch)
     monkeypatch.setattr(trainer_module, "time", TenSecondTicks())
     resumed = train(config, small_cases, tmp_path / "split", resume=True, device=CPU, progress=False)
     assert resumed.epochs_run == whole.epochs_run == 4
