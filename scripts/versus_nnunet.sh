@@ -4,6 +4,10 @@
 #                                                                 ../shared/data/foreign-phantoms)
 #   BUDGET_MIN=30 scripts/versus_nnunet.sh OUT                   (every system gets 30 minutes of epochs)
 #   SMOKE=1 scripts/versus_nnunet.sh OUT                         (the whole path on tiny synthetic cases, minutes)
+#   NNUNET_FROM=EARLIER BUDGET_MIN=25 scripts/versus_nnunet.sh OUT
+#       (a changed recipe beside the nnU-Net arm of the earlier run EARLIER on this machine, with its cases, budget,
+#        split and device, checked before anything trains: nnU-Net's trainings, plans and predictions are copied,
+#        not rerun; the recipe trains, and every system is scored again. With SMOKE, EARLIER's tiny cases are used.)
 # Steps, each logged to OUT/logs/<step>.log:
 #   1. hieseg-export nnunet: the training release as nnU-Net's dataset, splits_final.json = train.py's folds;
 #      the evaluation release into imagesTs/; nnUNetv2_plan_and_preprocess (2d, 3d_fullres), its plans kept.
@@ -46,15 +50,29 @@ NNUNET_CONFIGURATIONS=(2d 3d_fullres)
 NNUNET_ITERATIONS=25   # training iterations per epoch of nnUNetTrainerBudget (nnU-Net's 250 / 10)
 source scripts/recipe.sh
 RECIPE=(--fold "$FOLD" --folds "$FOLDS" --seed "$SEED" "${RECIPE_ARGS[@]}")
+NNUNET_FROM="${NNUNET_FROM:-}"
+if [ -n "$NNUNET_FROM" ]; then
+    if [ -z "${BUDGET_MIN:-}" ]; then
+        echo "error: NNUNET_FROM needs BUDGET_MIN, the budget of the run $NNUNET_FROM" >&2
+        exit 2
+    fi
+    NNUNET_FROM="$(cd "$NNUNET_FROM" && pwd)"
+fi
 if [ -n "${SMOKE:-}" ]; then
-    TRAIN="$OUT/data/train"
-    EVAL="$OUT/data/eval"
+    TRAIN="${NNUNET_FROM:-$OUT}/data/train"
+    EVAL="${NNUNET_FROM:-$OUT}/data/eval"
     BUDGET_MIN="${BUDGET_MIN:-0.5}"
     NNUNET_ITERATIONS=5
     # tiny cases and half a minute need tiny patches and short epochs; everything else is the recipe's
     RECIPE+=(--set train.steps_per_epoch=4 --set train.patch_size=[32,32,16] --set inference.roi_size=[32,32,16])
-    python -m hieseg.synthetic --out "$TRAIN" --cases 6 --size 64 64 16 --seed 1 --profile randomised --no-progress
-    python -m hieseg.synthetic --out "$EVAL" --cases 2 --size 64 64 16 --seed 2 --profile randomised --no-progress
+    if [ -z "$NNUNET_FROM" ]; then
+        python -m hieseg.synthetic --out "$TRAIN" --cases 6 --size 64 64 16 --seed 1 --profile randomised --no-progress
+        python -m hieseg.synthetic --out "$EVAL" --cases 2 --size 64 64 16 --seed 2 --profile randomised --no-progress
+    fi
+fi
+SHARED=(--train "$TRAIN" --eval "$EVAL" --folds "$FOLDS" --seed "$SEED" --device "$DEVICE")
+if [ -n "$NNUNET_FROM" ]; then
+    python -m hieseg.versus reusable "$NNUNET_FROM" "${SHARED[@]}" --budget-min "$BUDGET_MIN"
 fi
 
 export nnUNet_raw="$OUT/nnunet/raw" nnUNet_preprocessed="$OUT/nnunet/preprocessed" nnUNet_results="$OUT/nnunet/results"
@@ -74,10 +92,27 @@ timed() {
     awk -v start="$start" -v end="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", end - start }' >"$OUT/wall/$name.s"
 }
 
-timed export python -m hieseg.export nnunet --data "$TRAIN" --out "$nnUNet_raw" --dataset-id "$DATASET_ID" \
-    --folds "$FOLDS" --seed "$SEED" --test "$EVAL"
-timed nnunet_plan nnUNetv2_plan_and_preprocess -d "$DATASET_ID" --verify_dataset_integrity \
-    -c "${NNUNET_CONFIGURATIONS[@]}" -np 2 -npfp 2
+# reuse_nnunet: the earlier run's nnU-Net folders, step records and predictions, copied into OUT
+reuse_nnunet() {
+    echo "$(date -u +%H:%M:%S) nnU-Net: copied from $NNUNET_FROM (NNUNET_FROM), not rerun"
+    cp -a "$NNUNET_FROM/nnunet" "$OUT/nnunet"
+    mkdir -p "$OUT/predictions"
+    cp -a "$NNUNET_FROM"/predictions/nnunet_* "$OUT/predictions/"
+    local step
+    for step in export nnunet_plan "${NNUNET_CONFIGURATIONS[@]/#/nnunet_}" "${NNUNET_CONFIGURATIONS[@]/#/predict_nnunet_}"; do
+        cp -a "$NNUNET_FROM/logs/$step.log" "$OUT/logs/"
+        cp -a "$NNUNET_FROM/wall/$step.s" "$OUT/wall/"
+    done
+}
+
+if [ -n "$NNUNET_FROM" ]; then
+    reuse_nnunet
+else
+    timed export python -m hieseg.export nnunet --data "$TRAIN" --out "$nnUNet_raw" --dataset-id "$DATASET_ID" \
+        --folds "$FOLDS" --seed "$SEED" --test "$EVAL"
+    timed nnunet_plan nnUNetv2_plan_and_preprocess -d "$DATASET_ID" --verify_dataset_integrity \
+        -c "${NNUNET_CONFIGURATIONS[@]}" -np 2 -npfp 2
+fi
 
 if [ -n "${BUDGET_MIN:-}" ]; then
     BUDGET_SOURCE="BUDGET_MIN"
@@ -91,22 +126,27 @@ if [ -z "${BUDGET_MIN:-}" ]; then
 fi
 echo "budget: $BUDGET_MIN min of epochs per system ($BUDGET_SOURCE)"
 
-for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
-    timed "nnunet_$CONFIGURATION" python -m hieseg.nnunet train "$DATASET_ID" "$CONFIGURATION" "$FOLD" \
-        --budget-min "$BUDGET_MIN" --iterations-per-epoch "$NNUNET_ITERATIONS" --device "$DEVICE"
-done
+if [ -z "$NNUNET_FROM" ]; then
+    for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
+        timed "nnunet_$CONFIGURATION" python -m hieseg.nnunet train "$DATASET_ID" "$CONFIGURATION" "$FOLD" \
+            --budget-min "$BUDGET_MIN" --iterations-per-epoch "$NNUNET_ITERATIONS" --device "$DEVICE"
+    done
+fi
 
 timed predict_recipe python -m hieseg.predict --input "$EVAL" --output "$OUT/predictions/recipe" \
     --model "$OUT/recipe" --device "$DEVICE" --no-progress
 PREDICTIONS=(--pred "recipe=$OUT/predictions/recipe")
 for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
-    timed "predict_nnunet_$CONFIGURATION" python -m hieseg.nnunet predict \
-        --input "$nnUNet_raw/Dataset${DATASET_ID}_BONBIDHIE/imagesTs" --output "$OUT/predictions/nnunet_$CONFIGURATION" \
-        --dataset "$DATASET_ID" --configuration "$CONFIGURATION" --folds "$FOLD" --budget --device "$DEVICE"
+    if [ -z "$NNUNET_FROM" ]; then
+        timed "predict_nnunet_$CONFIGURATION" python -m hieseg.nnunet predict \
+            --input "$nnUNet_raw/Dataset${DATASET_ID}_BONBIDHIE/imagesTs" \
+            --output "$OUT/predictions/nnunet_$CONFIGURATION" \
+            --dataset "$DATASET_ID" --configuration "$CONFIGURATION" --folds "$FOLD" --budget --device "$DEVICE"
+    fi
     PREDICTIONS+=(--pred "nnunet_$CONFIGURATION=$OUT/predictions/nnunet_$CONFIGURATION")
 done
 timed compare python -m hieseg.compare --data "$EVAL" "${PREDICTIONS[@]}" --out "$OUT/compare" --device "$DEVICE" \
     --no-progress
 
-python -m hieseg.versus report "$OUT" --train "$TRAIN" --eval "$EVAL" --budget-min "$BUDGET_MIN" \
-    --budget-source "$BUDGET_SOURCE" --folds "$FOLDS" --seed "$SEED" --device "$DEVICE"
+python -m hieseg.versus report "$OUT" "${SHARED[@]}" --budget-min "$BUDGET_MIN" --budget-source "$BUDGET_SOURCE" \
+    ${NNUNET_FROM:+--nnunet-from "$NNUNET_FROM"}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hieseg.errors import DatasetError
 from hieseg.evaluation.baselines import BASELINES
 from hieseg.studies import versus
 
@@ -34,6 +35,29 @@ def test_the_split_check_compares_the_validation_cases(tmp_path: Path) -> None:
     assert versus.split_check(tmp_path / "splits.json", tmp_path / "tuning.json", 0)["equal"]
     (tmp_path / "tuning.json").write_text(json.dumps({"case_ids": ["a", "c"]}))
     assert not versus.split_check(tmp_path / "splits.json", tmp_path / "tuning.json", 0)["equal"]
+
+
+EARLIER_SETTINGS = {"train": "data/train", "eval": "data/eval", "budget_s": 1500.0, "folds": 5, "seed": 42,
+                    "device": "cpu", "budget_source": "BUDGET_MIN"}
+
+
+def test_an_earlier_run_is_reusable_only_with_the_same_cases_budget_split_and_device(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    now = {**EARLIER_SETTINGS, "train": str(tmp_path / "data" / "train"), "budget_source": "another"}
+    assert versus.reuse_mismatches(EARLIER_SETTINGS, now) == [], "a path is compared resolved; the source is not compared"
+    changed = {**now, "budget_s": 1800.0, "eval": "data/other", "seed": 7}
+    assert versus.reuse_mismatches(EARLIER_SETTINGS, changed) == [
+        "eval: 'data/eval' != 'data/other'", "budget_s: 1500.0 != 1800.0", "seed: 42 != 7"]
+
+
+def test_reusing_a_run_without_a_report_or_with_another_budget_fails_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no versus.json"):
+        versus.check_reusable(tmp_path, EARLIER_SETTINGS)
+    (tmp_path / versus.VERSUS_JSON).write_text(json.dumps({"settings": EARLIER_SETTINGS}))
+    versus.check_reusable(tmp_path, EARLIER_SETTINGS)
+    with pytest.raises(DatasetError, match=r"budget_s: 1500.0 != 600.0"):
+        versus.check_reusable(tmp_path, {**EARLIER_SETTINGS, "budget_s": 600.0})
 
 
 def finite(value: object) -> bool:
@@ -117,3 +141,23 @@ def test_the_smoke_run_scores_every_system_on_one_budget_and_one_split(tmp_path:
 
     split = report["split"]
     assert split["equal"] and split["recipe_val"], split
+
+    again = tmp_path / "again"
+    env["NNUNET_FROM"] = str(out)
+    result = subprocess.run(["bash", str(REPO / "scripts" / "versus_nnunet.sh"), str(again)], env=env,
+                            check=False, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "not rerun" in result.stdout and not (again / "data").exists()
+    reused = json.loads((again / "versus.json").read_text())
+    assert reused["settings"]["nnunet_from"] == str(out)
+    for configuration in versus.NNUNET_CONFIGURATIONS:
+        name = versus.nnunet_name(configuration)
+        assert reused["systems"][name] == report["systems"][name], "nnU-Net's records are the earlier run's"
+        assert reused["cases"][name] == report["cases"][name], "and so are its predictions"
+    assert reused["split"]["equal"] and reused["systems"]["recipe"]["training_s"] > 0
+
+    env["BUDGET_MIN"] = str(2 * SMOKE_BUDGET_MIN)
+    refused = subprocess.run(["bash", str(REPO / "scripts" / "versus_nnunet.sh"), str(tmp_path / "refused")],
+                             env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "budget_s" in refused.stderr
+    assert not (tmp_path / "refused" / "recipe").exists(), "the check comes before any training"

@@ -11,6 +11,8 @@ sets it; with ``BUDGET_MIN`` the recipe keeps the budget itself, ``train.budget_
   (every score, per case and overall, each system's training time, steps and validation curve,
   nnU-Net's planned configurations, and whether the two splits are the same cases) and
   ``versus.md`` (the tables a reader needs).
+* :func:`reuse_mismatches`: whether an earlier run's nnU-Net arm may stand beside a new recipe
+  (``NNUNET_FROM``): the same training and evaluation cases, budget, split and device.
 """
 
 from __future__ import annotations
@@ -101,6 +103,36 @@ def epoch_seconds(run: Path) -> list[float]:
 def training_seconds(run: Path) -> float:
     """What the budget measures of a train.py run: the time its epochs took."""
     return sum(epoch_seconds(run))
+
+
+# ------------------------------------------------------------------------------------- an earlier run's nnU-Net arm
+
+REUSE_KEYS = ("train", "eval", "budget_s", "folds", "seed", "device")
+"""The settings an earlier run must share for its nnU-Net trainings and predictions to be compared with a new
+recipe: the same cases, the same budget, the same split and the same device."""
+PATH_KEYS = ("train", "eval")
+
+
+def reuse_mismatches(earlier: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    """Each of :data:`REUSE_KEYS` on which the earlier run's versus.json settings and this run's differ, as
+    ``key: earlier != now``; the data folders are compared as resolved paths (the script runs from the repo)."""
+    def same(key: str) -> bool:
+        if key in PATH_KEYS:
+            return Path(str(earlier.get(key))).resolve() == Path(str(settings[key])).resolve()
+        return earlier.get(key) == settings[key]
+
+    return [f"{key}: {earlier.get(key)!r} != {settings[key]!r}" for key in REUSE_KEYS if not same(key)]
+
+
+def check_reusable(earlier_out: Path, settings: Mapping[str, Any]) -> None:
+    """Raise unless ``earlier_out`` holds a finished run (its versus.json) whose settings match ``settings``."""
+    report = Path(earlier_out) / VERSUS_JSON
+    if not report.is_file():
+        raise DatasetError(f"{earlier_out}: no {VERSUS_JSON}, so no finished scripts/versus_nnunet.sh run to reuse")
+    mismatches = reuse_mismatches(json.loads(report.read_text())["settings"], settings)
+    if mismatches:
+        raise DatasetError(f"{report}: its nnU-Net arm ran under other settings, so it cannot stand beside this "
+                           f"recipe: {'; '.join(mismatches)}")
 
 
 # ----------------------------------------------------------------------------------------------------- the records
@@ -291,7 +323,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         (f"Training {settings['train']} (fold {split['fold']} of {settings['folds']}, seed {settings['seed']}); "
          f"evaluation {settings['eval']}; budget {settings['budget_s'] / 60:.1f} min per system "
          f"({settings['budget_source']}); device {settings['device']}. Validation split: {same} "
-         f"({len(split['recipe_val'])} train.py, {len(split['nnunet_val'])} splits_final.json)."),
+         f"({len(split['recipe_val'])} train.py, {len(split['nnunet_val'])} splits_final.json)."
+         + (f" nnU-Net's trainings and predictions are those of {settings['nnunet_from']} (NNUNET_FROM)."
+            if settings.get("nnunet_from") else "")),
         "## Overall (evaluation cases)", overall_table(report["overall"]),
         "## Training", training_table(report["systems"], settings["budget_s"]),
         ("Training min: the epochs' time (the budget applies to it); process min: the whole training "
