@@ -13,12 +13,12 @@
 #      the evaluation release into imagesTs/; nnUNetv2_plan_and_preprocess (2d, 3d_fullres), its plans kept.
 #   2. the recipe: scripts/recipe.sh's train.py settings, fold 0 of 5. With BUDGET_MIN, train.py keeps the budget
 #      itself (train.budget_min: its epochs, at most the recipe's 60, and its cosine schedule end when the budget
-#      does); without it, the recipe trains its own 60 epochs and their time becomes the budget.
+#      does); without it, the recipe trains its own 60 epochs and their time becomes the budget. Then its
+#      predictions of the evaluation cases: python -m hieseg.predict.
 #   3. nnU-Net, 2d then 3d_fullres, fold 0: python -m hieseg.nnunet train --budget-min (nnUNetTrainerBudget,
 #      nnU-Net's defaults but for the epoch count fitted to the budget and 25 training iterations per epoch, 5 with
-#      SMOKE; runs on a CPU-only install).
-#   4. predictions of the evaluation cases: python -m hieseg.predict (recipe), python -m hieseg.nnunet predict
-#      (nnU-Net, masks on the input's grid), scored by python -m hieseg.compare beside both Z_ADC baselines.
+#      SMOKE; runs on a CPU-only install), then python -m hieseg.nnunet predict (masks on the input's grid).
+#   4. every system's predictions scored by python -m hieseg.compare beside both Z_ADC baselines.
 #   5. python -m hieseg.versus report: OUT/versus.md and OUT/versus.json.
 # DEVICE (default cpu) is used by every step; DATASET_ID (default 531) is nnU-Net's id, kept inside OUT.
 set -euo pipefail
@@ -125,24 +125,22 @@ if [ -z "${BUDGET_MIN:-}" ]; then
     BUDGET_MIN=$(python -m hieseg.versus minutes "$OUT/recipe/runs/fold$FOLD")
 fi
 echo "budget: $BUDGET_MIN min of epochs per system ($BUDGET_SOURCE)"
+timed predict_recipe python -m hieseg.predict --input "$EVAL" --output "$OUT/predictions/recipe" \
+    --model "$OUT/recipe" --device "$DEVICE" --no-progress
 
 if [ -z "$NNUNET_FROM" ]; then
     for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
         timed "nnunet_$CONFIGURATION" python -m hieseg.nnunet train "$DATASET_ID" "$CONFIGURATION" "$FOLD" \
             --budget-min "$BUDGET_MIN" --iterations-per-epoch "$NNUNET_ITERATIONS" --device "$DEVICE"
-    done
-fi
-
-timed predict_recipe python -m hieseg.predict --input "$EVAL" --output "$OUT/predictions/recipe" \
-    --model "$OUT/recipe" --device "$DEVICE" --no-progress
-PREDICTIONS=(--pred "recipe=$OUT/predictions/recipe")
-for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
-    if [ -z "$NNUNET_FROM" ]; then
         timed "predict_nnunet_$CONFIGURATION" python -m hieseg.nnunet predict \
             --input "$nnUNet_raw/Dataset${DATASET_ID}_BONBIDHIE/imagesTs" \
             --output "$OUT/predictions/nnunet_$CONFIGURATION" \
             --dataset "$DATASET_ID" --configuration "$CONFIGURATION" --folds "$FOLD" --budget --device "$DEVICE"
-    fi
+    done
+fi
+
+PREDICTIONS=(--pred "recipe=$OUT/predictions/recipe")
+for CONFIGURATION in "${NNUNET_CONFIGURATIONS[@]}"; do
     PREDICTIONS+=(--pred "nnunet_$CONFIGURATION=$OUT/predictions/nnunet_$CONFIGURATION")
 done
 timed compare python -m hieseg.compare --data "$EVAL" "${PREDICTIONS[@]}" --out "$OUT/compare" --device "$DEVICE" \
