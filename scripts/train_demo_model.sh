@@ -7,8 +7,8 @@
 # validation cases: about 40-90 minutes on 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
 # FOLDS="0 1" also trains fold 1 into the same folder (a two-network ensemble, as "v6" of docs/quality.md), each
 # fold about as long; the tuning after the last fold covers both folds' validation cases.
-# The train.py settings are scripts/recipe.sh's, with v8's loss (tversky_hausdorffdt) unless RECIPE_LOSS=tversky_ce
-# asks for the recipe's loss since 2026-12-06. The earlier weights of docs/quality.md differ by three settings:
+# The train.py settings are scripts/recipe.sh's, with v8's loss (tversky_hausdorffdt) and sampling (cases2) unless
+# RECIPE_LOSS=tversky_ce and RECIPE_SAMPLING=cases4 ask for the recipe's since 2026-12-06. The earlier weights of docs/quality.md differ by three settings:
 # WITHOUT lists the profile's effects left out of the data (default none), ZADC is preprocess.zadc_normalization
 # (default centred; z_score z-scores Z_ADC like the ADC) and SEED is train.py's seed (default 42).
 #   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v8, runs/demo-model)
@@ -30,6 +30,7 @@ if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
 RECIPE_LOSS="${RECIPE_LOSS:-tversky_hausdorffdt}"   # v8's loss: this script reproduces the shipped weights
+RECIPE_SAMPLING="${RECIPE_SAMPLING:-cases2}"          # v8's sampling, likewise
 source scripts/recipe.sh
 for FOLD in ${FOLDS:-0}; do
     python train.py --data "$DATA" --out "$OUT" --fold "$FOLD" --folds 5 --seed "${SEED:-42}" "${RECIPE_ARGS[@]}" \
