@@ -7,15 +7,15 @@
 # RECIPE_SAMPLING: cases4 (default: each step's 4 patches from 4 cases, the recipe since 2026-12-06, docs/quality.md)
 # or cases2 (2 patches from each of 2 cases: the shipped v8 weights and those before).
 RECIPE_EPOCHS=60
-case "${RECIPE_SAMPLING:-cases4}" in
-    cases4) RECIPE_SAMPLING_ARGS=(--set train.batch_size=4 --set train.samples_per_case=1) ;;
-    cases2) RECIPE_SAMPLING_ARGS=(--set train.batch_size=2 --set train.samples_per_case=2) ;;
-    *) echo "error: RECIPE_SAMPLING must be cases4 or cases2, got '$RECIPE_SAMPLING'" >&2; exit 2 ;;
-esac
 case "${RECIPE_LOSS:-tversky_ce}" in
     tversky_ce) RECIPE_LOSS_ARGS=(--loss tversky --set loss.ce_weight=1.0) ;;
     tversky_hausdorffdt) RECIPE_LOSS_ARGS=(--loss tversky_hausdorffdt) ;;
     *) echo "error: RECIPE_LOSS must be tversky_ce or tversky_hausdorffdt, got '$RECIPE_LOSS'" >&2; exit 2 ;;
+esac
+case "${RECIPE_SAMPLING:-cases4}" in
+    cases4) RECIPE_SAMPLING_ARGS=(--set train.batch_size=4 --set train.samples_per_case=1) ;;
+    cases2) RECIPE_SAMPLING_ARGS=(--set train.batch_size=2 --set train.samples_per_case=2) ;;
+    *) echo "error: RECIPE_SAMPLING must be cases4 or cases2, got '$RECIPE_SAMPLING'" >&2; exit 2 ;;
 esac
 RECIPE_ARGS=("${RECIPE_LOSS_ARGS[@]}" "${RECIPE_SAMPLING_ARGS[@]}" --epochs "$RECIPE_EPOCHS"
     --set train.steps_per_epoch=60 --set train.learning_rate=0.002

@@ -8,7 +8,8 @@
 # FOLDS="0 1" also trains fold 1 into the same folder (a two-network ensemble, as "v6" of docs/quality.md), each
 # fold about as long; the tuning after the last fold covers both folds' validation cases.
 # The train.py settings are scripts/recipe.sh's, with v8's loss (tversky_hausdorffdt) and sampling (cases2) unless
-# RECIPE_LOSS=tversky_ce and RECIPE_SAMPLING=cases4 ask for the recipe's since 2026-12-06. The earlier weights of docs/quality.md differ by three settings:
+# RECIPE_LOSS=tversky_ce and RECIPE_SAMPLING=cases4 ask for the recipe's since 2026-12-06. The earlier weights of
+# docs/quality.md differ by three settings:
 # WITHOUT lists the profile's effects left out of the data (default none), ZADC is preprocess.zadc_normalization
 # (default centred; z_score z-scores Z_ADC like the ADC) and SEED is train.py's seed (default 42).
 #   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v8, runs/demo-model)
