@@ -20,6 +20,7 @@ RUN grep -v '^torch==' requirements-inference.txt > /tmp/requirements-no-torch.t
     && python -m pip install --requirement /tmp/requirements-no-torch.txt \
     && rm /tmp/requirements-no-torch.txt
 
+COPY --chown=user:user resources /opt/app/resources
 COPY --chown=user:user hieseg /opt/app/hieseg
 COPY --chown=user:user model /opt/app/model
 COPY --chown=user:user inference.py /opt/app/

@@ -153,5 +153,6 @@ def test_the_container_interface_is_package_data_read_on_first_use_not_at_import
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "images/hie-lesion-segmentation", "1"]
-    assert (REPO / "hieseg" / "resources" / "interfaces.json").is_file()
+    packaged = REPO / "hieseg" / "resources" / "interfaces.json"
+    assert packaged.is_symlink() and packaged.resolve() == (REPO / "resources" / "interfaces.json").resolve()
     assert "*.json" in pyproject()["tool"]["setuptools"]["package-data"]["hieseg.resources"]
