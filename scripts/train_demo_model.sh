@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Reproduce the demo weights shipped in model/ (v8): 100 cases of the randomised synthetic profile (imperfect
-# normative Z from near-exact to poor atlases, confounders, site and skull-strip variation, small punctate and
-# mildly restricted lesions; see hieseg/synthesis/), the default network and loss, native-grid normalisation with
-# Z_ADC only centred (it keeps its normative units) and a data-derived grid, a CPU-sized schedule (64x64x32
-# patches, 3600 steps, scale augmentation +/-20 %, no elastic deformation), then post-processing tuned on the 20
-# validation cases: about 40-90 minutes on 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
+# Reproduce the demo weights shipped in model/ (v9): the union of 100 cases of the randomised synthetic profile
+# (imperfect normative Z from near-exact to poor atlases, confounders, site and skull-strip variation, small punctate
+# and mildly restricted lesions, one case in ten lesion-free; see hieseg/synthesis/) and the 40 cases of
+# ../shared/data/family-a-train (an outside generator's family), the recipe of scripts/recipe.sh (the default
+# network, Tversky + cross-entropy, four cases per step, native-grid normalisation with Z_ADC only centred, a
+# data-derived grid, 64x64x32 patches, 3600 steps, scale augmentation +/-20 %, no elastic deformation), fold 0 of 5,
+# then post-processing tuned on the 28 validation cases: about 50 minutes on 2 idle cores. A stopped run continues
+# with RESUME=1 (bit for bit).
+# ALSO lists release folders whose cases join DATA_DIR's for training (default ../shared/data/family-a-train; ALSO=
+# trains on DATA_DIR alone). The union is linked case by case into DATA_DIR+also, built once and checked against
+# ALSO on every later run; a case id in two folders stops the script.
 # FOLDS="0 1" also trains fold 1 into the same folder (a two-network ensemble, as "v6" of docs/quality.md), each
 # fold about as long; the tuning after the last fold covers both folds' validation cases.
-# The train.py settings are scripts/recipe.sh's, with v8's loss (tversky_hausdorffdt) and sampling (cases2) unless
-# RECIPE_LOSS=tversky_ce and RECIPE_SAMPLING=cases4 ask for the recipe's since 2026-12-06. The earlier weights of
-# docs/quality.md differ by three settings:
-# WITHOUT lists the profile's effects left out of the data (default none), ZADC is preprocess.zadc_normalization
-# (default centred; z_score z-scores Z_ADC like the ADC) and SEED is train.py's seed (default 42).
-#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v8, runs/demo-model)
-#   WITHOUT=accurate_atlas ZADC=z_score scripts/train_demo_model.sh data/synthetic-demo runs/v5      (v5)
-#   ZADC=z_score scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7                        (v7)
+# The earlier weights of docs/quality.md differ by these settings: RECIPE_LOSS and RECIPE_SAMPLING (scripts/recipe.sh),
+# ALSO, WITHOUT (the profile's effects left out of the data, default none), ZADC (preprocess.zadc_normalization,
+# default centred; z_score z-scores Z_ADC like the ADC) and SEED (train.py's seed, default 42).
+#   scripts/train_demo_model.sh [DATA_DIR] [OUT_DIR]      (default data/synthetic-demo-v8, runs/demo-model)   (v9)
+#   RECIPE_LOSS=tversky_hausdorffdt RECIPE_SAMPLING=cases2 ALSO= scripts/train_demo_model.sh data/synthetic-demo-v8 runs/v8
+#   RECIPE_LOSS=tversky_hausdorffdt RECIPE_SAMPLING=cases2 ALSO= ZADC=z_score \
+#       scripts/train_demo_model.sh data/synthetic-demo-v7 runs/v7                                         (v7)
+#   RECIPE_LOSS=tversky_hausdorffdt RECIPE_SAMPLING=cases2 ALSO= WITHOUT=accurate_atlas ZADC=z_score \
+#       scripts/train_demo_model.sh data/synthetic-demo runs/v5                                            (v5)
 # DATA_DIR is generated when missing and reused as it is otherwise, so give a new one when WITHOUT changes
-# (the data of v7 and v8 are the same cases).
+# (the randomised cases of v7, v8 and v9 are the same).
 # Copy OUT_DIR's config.json, fold0.pt and tuning.json to model/ to ship them.
 # They show the pipeline working end to end; they are NOT fit for real data.
 set -euo pipefail
@@ -30,10 +36,35 @@ for EFFECT in ${WITHOUT:-}; do WITHOUT_FLAGS+=(--without "$EFFECT"); done
 if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
-RECIPE_LOSS="${RECIPE_LOSS:-tversky_hausdorffdt}"   # v8's loss: this script reproduces the shipped weights
-RECIPE_SAMPLING="${RECIPE_SAMPLING:-cases2}"          # v8's sampling, likewise
 source scripts/recipe.sh
+ALSO="${ALSO-../shared/data/family-a-train}"
+TRAIN_DATA="$DATA"
+if [ -n "$ALSO" ]; then
+    TRAIN_DATA="${DATA%/}+also"
+    ROOTS=""
+    for ROOT in "$DATA" $ALSO; do
+        if [ ! -d "$ROOT/1ADC_ss" ] || [ ! -d "$ROOT/2Z_ADC" ] || [ ! -d "$ROOT/3LABEL" ]; then
+            echo "error: $ROOT is not a release folder (1ADC_ss/, 2Z_ADC/ and 3LABEL/)" >&2; exit 2
+        fi
+        ROOTS+="$(cd "$ROOT" && pwd)"$'\n'
+    done
+    if [ ! -d "$TRAIN_DATA" ]; then
+        PARTIAL="$TRAIN_DATA.partial"
+        rm -rf "$PARTIAL"
+        while read -r ROOT; do
+            for SUB in 1ADC_ss 2Z_ADC 3LABEL; do
+                mkdir -p "$PARTIAL/$SUB"
+                ln -s "$ROOT/$SUB"/*.mha "$PARTIAL/$SUB/" \
+                    || { echo "error: a file of $ROOT/$SUB (named above) is in an earlier folder too" >&2; exit 2; }
+            done
+        done <<< "${ROOTS%$'\n'}"
+        printf '%s' "$ROOTS" > "$PARTIAL/ROOTS"
+        mv "$PARTIAL" "$TRAIN_DATA"
+    elif [ "$(cat "$TRAIN_DATA/ROOTS" 2>/dev/null)"$'\n' != "$ROOTS" ]; then
+        echo "error: $TRAIN_DATA holds the union of other folders than DATA_DIR and ALSO; remove it to rebuild" >&2; exit 2
+    fi
+fi
 for FOLD in ${FOLDS:-0}; do
-    python train.py --data "$DATA" --out "$OUT" --fold "$FOLD" --folds 5 --seed "${SEED:-42}" "${RECIPE_ARGS[@]}" \
+    python train.py --data "$TRAIN_DATA" --out "$OUT" --fold "$FOLD" --folds 5 --seed "${SEED:-42}" "${RECIPE_ARGS[@]}" \
         --device cpu "${RESUME_FLAG[@]}"
 done
