@@ -146,10 +146,12 @@ def test_the_bundle_has_the_model_zoo_layout_and_says_what_trained_it(demo_bundl
     assert image["num_channels"] == 2 and image["channel_def"] == {"0": "ADC", "1": "Z_ADC"}
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 1
     assert "NOT clinical weights" in meta["intended_use"]
-    assert meta["eval_metrics"]["validation_mean_dice"] == pytest.approx(0.5422248898200596)
+    tuned = json.loads((DEMO_MODEL / "tuning.json").read_text())["chosen"]
+    assert meta["eval_metrics"]["validation_mean_dice"] == pytest.approx(tuned["dice"])
     settings = json.loads((demo_bundle / "configs" / "inference.json").read_text())
-    assert (settings["threshold"], settings["min_component_mm3"], settings["tta_flips"]) == (0.7, 0.0, True)
-    # the v8 demo weights (format 4) normalise on the native grid, before the resampling, with Z_ADC centred
+    assert (settings["threshold"], settings["min_component_mm3"], settings["tta_flips"]) == (
+        tuned["threshold"], tuned["min_component_mm3"], tuned["tta_flips"])
+    # the demo weights (v8 and v9, format 4) normalise on the native grid, before the resampling, with Z_ADC centred
     preprocess = ExperimentConfig.load(DEMO_MODEL / CONFIG_FILENAME).preprocess
     assert (preprocess.normalization, preprocess.zadc_normalization) == ("native", "centred")
     assert preprocessing_targets(demo_bundle) == NATIVE_STEPS
@@ -157,7 +159,7 @@ def test_the_bundle_has_the_model_zoo_layout_and_says_what_trained_it(demo_bundl
     shipped = json.loads((demo_bundle / "docs" / "hieseg_config.json").read_text())
     assert shipped["preprocess"]["normalization"] == "native"
     assert shipped["preprocess"]["zadc_normalization"] == "centred"
-    assert settings["target_spacing"] == [1.0045, 1.0045, 2.8843]
+    assert settings["target_spacing"] == list(preprocess.target_spacing) == [0.9857, 0.9857, 2.9546]
     state = torch.load(demo_bundle / "models" / "model.pt", weights_only=True)
     saved = torch.load(DEMO_MODEL / "fold0.pt", weights_only=True)
     assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
@@ -180,7 +182,7 @@ def test_monai_runs_the_bundle_on_the_sample_and_writes_inference_py_mask(demo_b
     assert [p.name for p in files_under(tmp_path / "bundle")] == [f"{SAMPLE_UUID}.mha"]
     same_image(tmp_path / "bundle" / f"{SAMPLE_UUID}.mha",
                tmp_path / "container" / CONTAINER_OUTPUT_DIR / f"{SAMPLE_UUID}.mha")
-    assert f"wrote {tmp_path / 'bundle' / SAMPLE_UUID}.mha (lesion volume 10.60 ml)" in run.stdout
+    assert f"wrote {tmp_path / 'bundle' / SAMPLE_UUID}.mha (lesion volume 11.78 ml)" in run.stdout
 
 
 def test_monai_verifies_the_network_against_the_metadata(demo_bundle: Path) -> None:
