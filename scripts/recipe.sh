@@ -3,9 +3,9 @@
 # seed and device. RECIPE_EPOCHS is the schedule's length (with train.budget_min, the most epochs it may take).
 # ZADC (default centred) is preprocess.zadc_normalization, kept settable for the earlier weights of docs/quality.md.
 # RECIPE_LOSS: tversky_ce (default: Tversky + cross-entropy, the recipe since 2026-12-06, docs/quality.md) or
-# tversky_hausdorffdt (0.9 Tversky + 0.1 log Hausdorff-DT: the shipped v8 weights and those before).
+# tversky_hausdorffdt (0.9 Tversky + 0.1 log Hausdorff-DT: the demo weights v8 and those before; v9 has the default).
 # RECIPE_SAMPLING: cases4 (default: each step's 4 patches from 4 cases, the recipe since 2026-12-06, docs/quality.md)
-# or cases2 (2 patches from each of 2 cases: the shipped v8 weights and those before).
+# or cases2 (2 patches from each of 2 cases: the demo weights v8 and those before; v9 has the default).
 RECIPE_EPOCHS=60
 case "${RECIPE_LOSS:-tversky_ce}" in
     tversky_ce) RECIPE_LOSS_ARGS=(--loss tversky --set loss.ce_weight=1.0) ;;
