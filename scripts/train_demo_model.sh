@@ -41,26 +41,26 @@ ALSO="${ALSO-../shared/data/family-a-train}"
 TRAIN_DATA="$DATA"
 if [ -n "$ALSO" ]; then
     TRAIN_DATA="${DATA%/}+also"
-    ROOTS=""
+    ROOTS=()
     for ROOT in "$DATA" $ALSO; do
         if [ ! -d "$ROOT/1ADC_ss" ] || [ ! -d "$ROOT/2Z_ADC" ] || [ ! -d "$ROOT/3LABEL" ]; then
             echo "error: $ROOT is not a release folder (1ADC_ss/, 2Z_ADC/ and 3LABEL/)" >&2; exit 2
         fi
-        ROOTS+="$(cd "$ROOT" && pwd)"$'\n'
+        ROOTS+=("$(cd "$ROOT" && pwd)")
     done
     if [ ! -d "$TRAIN_DATA" ]; then
         PARTIAL="$TRAIN_DATA.partial"
         rm -rf "$PARTIAL"
-        while read -r ROOT; do
+        for ROOT in "${ROOTS[@]}"; do
             for SUB in 1ADC_ss 2Z_ADC 3LABEL; do
                 mkdir -p "$PARTIAL/$SUB"
                 ln -s "$ROOT/$SUB"/*.mha "$PARTIAL/$SUB/" \
                     || { echo "error: a file of $ROOT/$SUB (named above) is in an earlier folder too" >&2; exit 2; }
             done
-        done <<< "${ROOTS%$'\n'}"
-        printf '%s' "$ROOTS" > "$PARTIAL/ROOTS"
+        done
+        printf '%s\n' "${ROOTS[@]}" > "$PARTIAL/ROOTS"
         mv "$PARTIAL" "$TRAIN_DATA"
-    elif [ "$(cat "$TRAIN_DATA/ROOTS" 2>/dev/null)"$'\n' != "$ROOTS" ]; then
+    elif [ "$(cat "$TRAIN_DATA/ROOTS" 2>/dev/null)" != "$(printf '%s\n' "${ROOTS[@]}")" ]; then
         echo "error: $TRAIN_DATA holds the union of other folders than DATA_DIR and ALSO; remove it to rebuild" >&2; exit 2
     fi
 fi

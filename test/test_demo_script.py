@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from hieseg.io.layout import ADC_DIR, LABEL_DIR, ZADC_DIR, adc_path, label_path, zadc_path
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train_demo_model.sh"
-SUBFOLDERS = ("1ADC_ss", "2Z_ADC", "3LABEL")
+SUBFOLDERS = (ADC_DIR, ZADC_DIR, LABEL_DIR)
 
 
 def release(root: Path, *case_ids: str) -> Path:
@@ -22,9 +24,8 @@ def release(root: Path, *case_ids: str) -> Path:
     for sub in SUBFOLDERS:
         (root / sub).mkdir(parents=True)
     for case_id in case_ids:
-        (root / "1ADC_ss" / f"{case_id}-ADC_ss.mha").touch()
-        (root / "2Z_ADC" / f"Zmap_{case_id}-ADC_smooth2mm_clipped10.mha").touch()
-        (root / "3LABEL" / f"{case_id}_lesion.mha").touch()
+        for path in (adc_path, zadc_path, label_path):
+            path(root, case_id).touch()
     return root
 
 
