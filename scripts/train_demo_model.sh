@@ -8,8 +8,9 @@
 # then post-processing tuned on the 28 validation cases: about 50 minutes on 2 idle cores. A stopped run continues
 # with RESUME=1 (bit for bit).
 # ALSO lists release folders whose cases join DATA_DIR's for training (default ../shared/data/family-a-train; ALSO=
-# trains on DATA_DIR alone). The union is linked case by case into DATA_DIR+also, built once and checked against
-# ALSO on every later run; a case id in two folders stops the script.
+# trains on DATA_DIR alone): train.py takes them all (--data DATA_DIR ALSO...) and trains on their cases as one
+# set, sorted by id, so the split is the one a single folder holding every case would give; a case id in two
+# folders stops it before training.
 # FOLDS="0 1" also trains fold 1 into the same folder (a two-network ensemble, as "v6" of docs/quality.md), each
 # fold about as long; the tuning after the last fold covers both folds' validation cases.
 # The earlier weights of docs/quality.md differ by these settings: RECIPE_LOSS and RECIPE_SAMPLING (scripts/recipe.sh),
@@ -38,33 +39,8 @@ if [ ! -d "$DATA/1ADC_ss" ]; then
 fi
 source scripts/recipe.sh
 ALSO="${ALSO-../shared/data/family-a-train}"
-TRAIN_DATA="$DATA"
-if [ -n "$ALSO" ]; then
-    TRAIN_DATA="${DATA%/}+also"
-    ROOTS=()
-    for ROOT in "$DATA" $ALSO; do
-        if [ ! -d "$ROOT/1ADC_ss" ] || [ ! -d "$ROOT/2Z_ADC" ] || [ ! -d "$ROOT/3LABEL" ]; then
-            echo "error: $ROOT is not a release folder (1ADC_ss/, 2Z_ADC/ and 3LABEL/)" >&2; exit 2
-        fi
-        ROOTS+=("$(cd "$ROOT" && pwd)")
-    done
-    if [ ! -d "$TRAIN_DATA" ]; then
-        PARTIAL="$TRAIN_DATA.partial"
-        rm -rf "$PARTIAL"
-        for ROOT in "${ROOTS[@]}"; do
-            for SUB in 1ADC_ss 2Z_ADC 3LABEL; do
-                mkdir -p "$PARTIAL/$SUB"
-                ln -s "$ROOT/$SUB"/*.mha "$PARTIAL/$SUB/" \
-                    || { echo "error: a file of $ROOT/$SUB (named above) is in an earlier folder too" >&2; exit 2; }
-            done
-        done
-        printf '%s\n' "${ROOTS[@]}" > "$PARTIAL/ROOTS"
-        mv "$PARTIAL" "$TRAIN_DATA"
-    elif [ "$(cat "$TRAIN_DATA/ROOTS" 2>/dev/null)" != "$(printf '%s\n' "${ROOTS[@]}")" ]; then
-        echo "error: $TRAIN_DATA holds the union of other folders than DATA_DIR and ALSO; remove it to rebuild" >&2; exit 2
-    fi
-fi
+read -r -a ALSO_ROOTS <<< "$ALSO"
 for FOLD in ${FOLDS:-0}; do
-    python train.py --data "$TRAIN_DATA" --out "$OUT" --fold "$FOLD" --folds 5 --seed "${SEED:-42}" "${RECIPE_ARGS[@]}" \
-        --device cpu "${RESUME_FLAG[@]}"
+    python train.py --data "$DATA" "${ALSO_ROOTS[@]}" --out "$OUT" --fold "$FOLD" --folds 5 --seed "${SEED:-42}" \
+        "${RECIPE_ARGS[@]}" --device cpu "${RESUME_FLAG[@]}"
 done

@@ -71,7 +71,7 @@ def small_cases(small_release: Path) -> list:
     """The cases of ``small_release``, read once (training takes them in memory)."""
     from hieseg.training.data import load_cases
 
-    return load_cases(small_release, progress=False)
+    return load_cases([small_release], progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""scripts/train_demo_model.sh's training folder: DATA_DIR alone, or its union with ALSO's release folders.
+"""scripts/train_demo_model.sh's training folders: DATA_DIR alone, or with ALSO's release folders after it.
 
 The script is run with a stand-in ``python`` first on PATH that prints its arguments instead of generating or
-training, so what is checked is the folder the script hands train.py and the refusals, in well under a second.
+training, so what is checked is the folders the script hands train.py, in well under a second. Refusing a case id
+found in two folders is train.py's (test_training_data.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from hieseg.io.layout import ADC_DIR, LABEL_DIR, ZADC_DIR, adc_path, label_path, zadc_path
 
@@ -42,51 +42,31 @@ def run_script(tmp_path: Path, data: Path, also: str | None) -> subprocess.Compl
                           capture_output=True, text=True, check=False)
 
 
-def trained_on(result: subprocess.CompletedProcess[str]) -> str:
+def trained_on(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The release folders the script handed ``train.py --data``, in order."""
     words = result.stdout.split()
-    return words[words.index("--data") + 1]
+    roots = words[words.index("--data") + 1:]
+    return roots[:roots.index("--out")]
 
 
-def test_also_links_the_union_once_and_train_py_gets_it(tmp_path: Path) -> None:
-    data, other = release(tmp_path / "a", "A_001"), release(tmp_path / "b", "B_001", "B_002")
-    result = run_script(tmp_path, data, str(other))
+def test_also_folders_follow_data_dir_in_train_pys_data(tmp_path: Path) -> None:
+    data = release(tmp_path / "a", "A_001")
+    first, second = release(tmp_path / "b", "B_001"), release(tmp_path / "c", "C_001")
+    result = run_script(tmp_path, data, f"{first} {second}")
     assert result.returncode == 0, result.stderr
-    union = Path(trained_on(result))
-    assert union == tmp_path / "a+also"
-    for sub in SUBFOLDERS:
-        links = sorted((union / sub).iterdir())
-        assert len(links) == 3 and all(link.is_symlink() for link in links)
-        assert {link.resolve().parent for link in links} == {(data / sub).resolve(), (other / sub).resolve()}
-    again = run_script(tmp_path, data, str(other))
-    assert again.returncode == 0 and trained_on(again) == str(union)
+    assert trained_on(result) == [str(data), str(first), str(second)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a", "b", "bin", "c"]
 
 
 def test_an_empty_also_trains_on_data_dir_alone(tmp_path: Path) -> None:
     data = release(tmp_path / "a", "A_001")
     result = run_script(tmp_path, data, "")
     assert result.returncode == 0, result.stderr
-    assert trained_on(result) == str(data)
-    assert not (tmp_path / "a+also").exists()
+    assert trained_on(result) == [str(data)]
 
 
-def test_a_union_built_from_other_folders_is_refused_not_reused(tmp_path: Path) -> None:
+def test_also_defaults_to_family_a_train(tmp_path: Path) -> None:
     data = release(tmp_path / "a", "A_001")
-    first, second = release(tmp_path / "b", "B_001"), release(tmp_path / "c", "C_001")
-    assert run_script(tmp_path, data, str(first)).returncode == 0
-    result = run_script(tmp_path, data, str(second))
-    assert result.returncode == 2
-    assert "a+also holds the union of other folders than DATA_DIR and ALSO; remove it to rebuild" in result.stderr
-    assert "python train.py" not in result.stdout
-
-
-@pytest.mark.parametrize("problem", ["case id in both", "not a release folder"])
-def test_a_bad_also_stops_before_training_and_leaves_no_union(tmp_path: Path, problem: str) -> None:
-    data = release(tmp_path / "a", "A_001")
-    also = release(tmp_path / "b", "A_001") if problem == "case id in both" else tmp_path / "missing"
-    result = run_script(tmp_path, data, str(also))
-    assert result.returncode == 2
-    assert "python train.py" not in result.stdout
-    assert not (tmp_path / "a+also").exists()
-    expected = ("is in an earlier folder too" if problem == "case id in both"
-                else f"{also} is not a release folder (1ADC_ss/, 2Z_ADC/ and 3LABEL/)")
-    assert expected in result.stderr
+    result = run_script(tmp_path, data, None)
+    assert result.returncode == 0, result.stderr
+    assert trained_on(result) == [str(data), "../shared/data/family-a-train"]

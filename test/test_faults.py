@@ -389,6 +389,13 @@ def test_a_case_with_a_missing_partner_is_refused(release: Path, tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_case_id_in_two_training_folders_is_refused(release: Path, tmp_path: Path, capsys) -> None:
+    again = Path(shutil.copytree(release, tmp_path / "again"))
+    argv = [*train_args(tmp_path, release, tmp_path / "out"), "--data", str(again)]
+    refused(train_cli.main(argv), capsys, f"case {discover_cases(release)[0].case_id} is in both {release} and {again}")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_training_case_without_brain_is_refused(release: Path, tmp_path: Path, capsys) -> None:
     case_id = discover_cases(release)[2].case_id
     adc = adc_path(release, case_id)

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from hieseg.errors import DatasetError
-from hieseg.io.layout import discover_cases, label_path, load_case, zadc_path
+from hieseg.io.layout import adc_path, discover_cases, discover_union, label_path, load_case, zadc_path
 
 
 @pytest.fixture
@@ -37,6 +37,28 @@ def test_discovers_every_case_with_its_three_files(release: Path) -> None:
     for case in cases:
         loaded = load_case(case)
         assert loaded.adc.GetSize() == loaded.zadc.GetSize() == loaded.label.GetSize()
+
+
+def test_a_union_of_folders_lists_the_cases_as_one_folder_holding_them_all_would(release: Path, tmp_path: Path) -> None:
+    whole = [files.case_id for files in discover_cases(release)]
+    moved = whole[1::2]
+    other = tmp_path / "other"
+    for case_id in moved:
+        for path_of in (adc_path, zadc_path, label_path):
+            target = path_of(other, case_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path_of(release, case_id), target)
+    union = discover_union([other, release])
+    assert [files.case_id for files in union] == whole
+    assert all(files.adc.parent.parent == (other if files.case_id in moved else release) for files in union)
+
+
+def test_a_union_refuses_a_case_id_in_two_folders_and_an_empty_list(release: Path, tmp_path: Path) -> None:
+    again = Path(shutil.copytree(release, tmp_path / "again"))
+    with pytest.raises(DatasetError, match=f"case {first_case(release)} is in both {release} and {again}"):
+        discover_union([release, again])
+    with pytest.raises(DatasetError, match="no release folder given"):
+        discover_union([])
 
 
 def test_missing_partner_names_the_case(release: Path) -> None:

@@ -254,7 +254,7 @@ def run_pipeline_benchmark(
     resolved = select_device(device)
     config, recipe = training_recipe(model, overrides)
     root, data_note = training_release(data, scratch, case_size)
-    cases = load_cases(root, progress=False)
+    cases = load_cases([root], progress=False)
     config = with_data_spacing(config, [case.adc.GetSpacing() for case in cases])
     loop_workers = loader_workers(config, resolved, 1, batches_per_pass(config, len(cases))) if workers is None \
         else workers

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the HIE lesion 3D U-Net on a BONBID-HIE release folder "
         "(1ADC_ss/, 2Z_ADC/, 3LABEL/).",
     )
-    parser.add_argument("--data", type=Path, required=True, help="release root holding 1ADC_ss/, 2Z_ADC/, 3LABEL/")
+    parser.add_argument("--data", type=Path, nargs="+", action="extend", required=True, metavar="ROOT",
+                        help="release root holding 1ADC_ss/, 2Z_ADC/, 3LABEL/; several roots (--data A B, or --data "
+                             "repeated) train on their cases together, a case id in one root only")
     parser.add_argument("--out", type=Path, required=True, help="weights folder to write (config.json, fold<k>.pt)")
     parser.add_argument("--loss", choices=LOSS_NAMES, help="loss function (default: tversky_hausdorffdt)")
     parser.add_argument("--config", type=Path, help="start from this config.json instead of the defaults")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -125,6 +126,27 @@ def discover_cases(root: Path, *, require_labels: bool = True) -> list[CaseFiles
         case_id, problem = next(iter(incomplete.items()))
         raise DatasetError(f"case {case_id}: {problem}")
     return cases
+
+
+def discover_union(roots: Sequence[Path], *, require_labels: bool = True) -> list[CaseFiles]:
+    """The cases of several release folders as one set, sorted by id as one folder's would be.
+
+    Sorting by id makes the union of folders train exactly as a folder holding all their files
+    would (the split and the sampling follow the case order). A case id found in two folders is a
+    :class:`DatasetError` naming both, since one of them would silently shadow the other.
+    """
+    if not roots:
+        raise DatasetError("no release folder given")
+    first_seen: dict[str, Path] = {}
+    cases: list[CaseFiles] = []
+    for root in roots:
+        for files in discover_cases(root, require_labels=require_labels):
+            if files.case_id in first_seen:
+                raise DatasetError(f"case {files.case_id} is in both {first_seen[files.case_id]} and {root}; "
+                                   "a case may be given once")
+            first_seen[files.case_id] = Path(root)
+            cases.append(files)
+    return sorted(cases, key=lambda files: files.case_id)
 
 
 def find_cases(root: Path, *, require_labels: bool = True) -> tuple[list[CaseFiles], dict[str, str]]:

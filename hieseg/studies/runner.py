@@ -179,7 +179,7 @@ def describe_claim(study: Study, key: str) -> str:
 def run_job(study: Study, run: RunKey, held_out: list[CaseFiles]) -> list[StudyRow]:
     """Train one run (resuming its checkpoint), predict and score its held-out cases, write scores.csv."""
     device = select_device(study.device)
-    cases = load_cases(study.data, study.progress)
+    cases = load_cases([study.data], study.progress)
     held_out_ids = [f.case_id for f in held_out]
     trainer.train(
         study.run_config(run),

@@ -25,16 +25,17 @@ from tqdm.auto import tqdm
 from hieseg.config.settings import ExperimentConfig
 from hieseg.data.transforms import case_to_dict, check_network_grid, training_transforms
 from hieseg.errors import DatasetError
-from hieseg.io.layout import CaseImages, discover_cases, load_case
+from hieseg.io.layout import CaseImages, discover_union, load_case
 from hieseg.training.distributed import Ranks
 from hieseg.training.optimization import batches_per_pass, loader_workers
 
 LOG = logging.getLogger(__name__)
 
 
-def load_cases(data_root: Path, progress: bool = True) -> list[CaseImages]:
-    """Read and validate every case of a release folder, failing on the first bad one."""
-    files = discover_cases(data_root)
+def load_cases(data_roots: Sequence[Path], progress: bool = True) -> list[CaseImages]:
+    """Read and validate every case of one or more release folders (one set, sorted by id), failing on the
+    first bad one."""
+    files = discover_union(data_roots)
     return [load_case(f) for f in tqdm(files, desc="reading cases", disable=not progress, unit="case")]
 
 
@@ -42,7 +43,7 @@ def check_labels(training: Sequence[CaseImages], validation: Sequence[CaseImages
     """Refuse training cases whose labels are all empty; warn when every validation label is."""
     if not any(_has_lesion(case) for case in training):
         raise DatasetError(
-            f"{_data_root(training)}: the labels of all {len(training)} training case(s) are empty (no lesion voxel), "
+            f"{', '.join(str(root) for root in _data_roots(training))}: the labels of all {len(training)} training case(s) are empty (no lesion voxel), "
             "so there is nothing to learn; check the 3LABEL/ files"
         )
     if not any(_has_lesion(case) for case in validation):
@@ -54,9 +55,9 @@ def _has_lesion(case: CaseImages) -> bool:
     return case.label is not None and bool(sitk.GetArrayViewFromImage(case.label).any())
 
 
-def _data_root(cases: Sequence[CaseImages]) -> Path:
-    """The release folder the cases were read from (the folder above ``1ADC_ss/``)."""
-    return cases[0].files.adc.parent.parent
+def _data_roots(cases: Sequence[CaseImages]) -> list[Path]:
+    """The release folders the cases were read from (each the folder above ``1ADC_ss/``), in case order."""
+    return list(dict.fromkeys(case.files.adc.parent.parent for case in cases))
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
