@@ -4,9 +4,10 @@
 # and mildly restricted lesions, one case in ten lesion-free; see hieseg/synthesis/) and the 40 cases of
 # ../shared/data/family-a-train (an outside generator's family), the recipe of scripts/recipe.sh (the default
 # network, Tversky + cross-entropy, four cases per step, native-grid normalisation with Z_ADC only centred, a
-# data-derived grid, 64x64x32 patches, 3600 steps, scale augmentation +/-20 %, no elastic deformation), fold 0 of 5,
-# then post-processing tuned on the 28 validation cases: about 50 minutes on 2 idle cores. A stopped run continues
-# with RESUME=1 (bit for bit).
+# data-derived grid by nnU-Net's median rule (RECIPE_GRID=median, the default here; recipe.sh's own default since
+# 2026-12-07 is RECIPE_GRID=fine, for the next weights), 64x64x32 patches, 3600 steps, scale augmentation +/-20 %,
+# no elastic deformation), fold 0 of 5, then post-processing tuned on the 28 validation cases: about 50 minutes on
+# 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
 # ALSO lists release folders whose cases join DATA_DIR's for training (default ../shared/data/family-a-train; ALSO=
 # trains on DATA_DIR alone): train.py takes them all (--data DATA_DIR ALSO...) and trains on their cases as one
 # set, sorted by id, so the split is the one a single folder holding every case would give; a case id in two
@@ -37,6 +38,7 @@ for EFFECT in ${WITHOUT:-}; do WITHOUT_FLAGS+=(--without "$EFFECT"); done
 if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
+RECIPE_GRID="${RECIPE_GRID:-median}"  # v9 and every earlier weights: nnU-Net's median grid (recipe.sh's default is fine)
 source scripts/recipe.sh
 ALSO="${ALSO-../shared/data/family-a-train}"
 read -r -a ALSO_ROOTS <<< "$ALSO"

@@ -36,6 +36,7 @@ def run_script(tmp_path: Path, data: Path, also: str | None) -> subprocess.Compl
     (stand_in / "python").chmod(0o755)
     env = {**os.environ, "PATH": f"{stand_in}{os.pathsep}{os.environ['PATH']}"}
     env.pop("ALSO", None)
+    env.pop("RECIPE_GRID", None)
     if also is not None:
         env["ALSO"] = also
     return subprocess.run(["bash", str(SCRIPT), str(data), str(tmp_path / "out")], env=env,
@@ -70,3 +71,27 @@ def test_also_defaults_to_family_a_train(tmp_path: Path) -> None:
     result = run_script(tmp_path, data, None)
     assert result.returncode == 0, result.stderr
     assert trained_on(result) == [str(data), "../shared/data/family-a-train"]
+
+
+def recipe_args(grid: str | None) -> str:
+    """scripts/recipe.sh's RECIPE_ARGS with RECIPE_GRID set to ``grid`` (unset: None)."""
+    env = {k: v for k, v in os.environ.items() if k != "RECIPE_GRID"}
+    if grid is not None:
+        env["RECIPE_GRID"] = grid
+    result = subprocess.run(["bash", "-c", 'source scripts/recipe.sh && echo "${RECIPE_ARGS[*]}"'], cwd=REPO, env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_recipe_takes_the_fine_grid_and_the_demo_script_keeps_v9s_median() -> None:
+    assert "--set preprocess.spacing_percentile=10 " in recipe_args(None)
+    assert "--set preprocess.spacing_percentile=50 " in recipe_args("median")
+    result = subprocess.run(["bash", "-c", "RECIPE_GRID=coarse; source scripts/recipe.sh"], cwd=REPO,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "RECIPE_GRID must be fine or median, got 'coarse'" in result.stderr
+
+
+def test_the_demo_script_trains_on_the_median_grid_unless_told(tmp_path: Path) -> None:
+    data = release(tmp_path / "a", "A_001")
+    assert "--set preprocess.spacing_percentile=50 " in run_script(tmp_path, data, "").stdout

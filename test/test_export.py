@@ -35,7 +35,7 @@ from hieseg.config.settings import (
     PostProcessing,
 )
 from hieseg.data.burden import lesion_burden
-from hieseg.data.spacing import median_target_spacing
+from hieseg.data.spacing import data_target_spacing
 from hieseg.data.splits import train_validation_split
 from hieseg.data.transforms import BRAIN_COVER, normalised_channels
 from hieseg.inference.postprocess import binarize, final_mask
@@ -622,7 +622,7 @@ def test_nnunet_and_hieseg_choose_the_grid_by_the_same_rule(name: str) -> None:
     planner.overwrite_target_spacing, planner.anisotropy_threshold = None, 3
     planner.dataset_fingerprint = {"spacings": [s[::-1] for s in spacings], "shapes_after_crop": [s[::-1] for s in sizes]}
     theirs = tuple(float(v) for v in planner.determine_fullres_target_spacing()[::-1])
-    ours = median_target_spacing(spacings)
+    ours = data_target_spacing(spacings)
     print(f"{name}: nnU-Net {theirs}, hie-seg {ours}")
     if name == "thick slices, many of them":
         assert ours[2] == pytest.approx(float(np.percentile([s[2] for s in spacings], 10)), abs=1e-4)
@@ -688,7 +688,7 @@ def test_nnunet_plans_the_exported_dataset_on_the_project_grid_and_its_masks_sco
         (raw / "splits_final.json").read_text())
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
     theirs = nnunet.plans_target_spacing(plans)
-    ours = median_target_spacing([load_case(f).adc.GetSpacing() for f in discover_cases(release)])
+    ours = data_target_spacing([load_case(f).adc.GetSpacing() for f in discover_cases(release)])
     print(f"target spacing (x, y, z) mm: nnU-Net plans {theirs}, hie-seg (hieseg.data.spacing) {ours}")
     assert theirs == pytest.approx(ours, abs=1e-4)
 

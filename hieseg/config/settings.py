@@ -74,6 +74,11 @@ class PreprocessConfig(Section):
     """Voxel size in mm (x, y, z) that every case is resampled to. None: derived from the
     training data when training starts (nnU-Net's rule, see ``hieseg.data.spacing``) and saved
     resolved in config.json, so inference always reads an explicit grid."""
+    spacing_percentile: float = setting(50.0, between(0, 100))
+    """Which percentile of the training data's spacings an unset ``target_spacing`` takes, per axis (50: the
+    median, nnU-Net's rule; see ``hieseg.data.spacing``). Lower keeps the finer acquisitions' resolution:
+    the labels of lesions a few voxels across survive the round trip to the network grid and back better,
+    at the cost of more voxels per case (patches of the same size then span fewer millimetres)."""
     crop_margin: int = setting(4, NON_NEGATIVE)
     """Voxels kept around the brain's bounding box when cropping to the brain."""
     normalization: str = setting("native", one_of(*NORMALIZATIONS))
