@@ -2,7 +2,7 @@
 
 The script is run with a stand-in ``python`` first on PATH that prints its arguments instead of generating or
 training, so what is checked is the folders the script hands train.py, in well under a second. Refusing a case id
-found in two folders is train.py's (test_training_data.py).
+found in two folders is train.py's (test_layout.py, test_faults.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-
 
 from hieseg.io.layout import ADC_DIR, LABEL_DIR, ZADC_DIR, adc_path, label_path, zadc_path
 

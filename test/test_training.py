@@ -36,11 +36,12 @@ def test_learns_lesions_well_above_an_untrained_network(tmp_path: Path) -> None:
         "train.epochs": 20, "train.steps_per_epoch": 16, "train.learning_rate": 3e-3,
         "train.validate_every": 5, "train.patience": 0,
     })
-    result = train(config, load_cases([data], progress=False), tmp_path / "model", device=CPU, progress=False)
+    cases = load_cases([data], progress=False)
+    result = train(config, cases, tmp_path / "model", device=CPU, progress=False)
 
     torch.manual_seed(0)
     untrained = build_network(config)
-    validation_cases = [c for c in load_cases([data], progress=False) if c.files.case_id in result.validation_ids]
+    validation_cases = [c for c in cases if c.files.case_id in result.validation_ids]
     untrained_dice = validate(config, untrained, validation_cases, torch.device("cpu"))
 
     assert len(result.validation_ids) == 4 and len(result.training_ids) == 12

@@ -43,8 +43,8 @@ def check_labels(training: Sequence[CaseImages], validation: Sequence[CaseImages
     """Refuse training cases whose labels are all empty; warn when every validation label is."""
     if not any(_has_lesion(case) for case in training):
         raise DatasetError(
-            f"{', '.join(str(root) for root in _data_roots(training))}: the labels of all {len(training)} training case(s) are empty (no lesion voxel), "
-            "so there is nothing to learn; check the 3LABEL/ files"
+            f"{', '.join(str(root) for root in _data_roots(training))}: the labels of all {len(training)} training "
+            "case(s) are empty (no lesion voxel), so there is nothing to learn; check the 3LABEL/ files"
         )
     if not any(_has_lesion(case) for case in validation):
         LOG.warning("the labels of all %d validation case(s) are empty: validation Dice only rewards empty masks",
