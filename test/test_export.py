@@ -38,7 +38,7 @@ from hieseg.data.burden import lesion_burden
 from hieseg.data.spacing import data_target_spacing
 from hieseg.data.splits import train_validation_split
 from hieseg.data.transforms import BRAIN_COVER, normalised_channels
-from hieseg.inference.postprocess import binarize, final_mask
+from hieseg.inference.postprocess import binarize, empty_below_total, final_mask
 from hieseg.inference.predictor import Predictor
 from hieseg.interop import bundle_steps, nnunet
 from hieseg.interop.bundle import network_definition
@@ -262,6 +262,17 @@ def test_a_fold_ensemble_bundle_writes_the_predictor_masks(variant: str, tmp_pat
             assert 0 < mask.sum() < thresholded.sum()  # components were removed, not all
         else:
             assert thresholded.sum() == 0 < mask.sum()  # nothing reaches the threshold: the fallback made the mask
+
+
+@pytest.mark.parametrize("voxels", [0, 7, 8, 9, 40])
+def test_the_bundle_empties_a_mask_below_the_total_as_the_library_does(voxels: int) -> None:
+    spacing = (2.0, 1.0, 0.5)  # 1 mm3 voxels: the total is 8 mm3
+    mask = np.zeros((10, 8, 6), dtype=np.uint8)
+    mask.reshape(-1)[:voxels] = 1
+    step = bundle_steps.MinTotalVolumed("pred", min_total_mm3=8.0)
+    out = step({"pred": torch.from_numpy(mask[None]), bundle_steps.NATIVE_SPACING: spacing})["pred"][0].numpy()
+    assert np.array_equal(out, empty_below_total(mask, spacing, 8.0))
+    assert out.sum() == (voxels if voxels >= 8 else 0)
 
 
 def test_the_bundle_steps_need_nothing_of_hieseg_and_share_its_layouts() -> None:

@@ -15,6 +15,8 @@ from hieseg.config.settings import (
     PostProcessing,
     TuningConfig,
 )
+from hieseg.data.healing import HEALED_SUFFIX
+from hieseg.errors import ConfigError
 from hieseg.io.layout import CaseFiles, CaseImages, discover_cases, load_case
 from hieseg.training.tuning import (
     TUNING_JSON,
@@ -22,6 +24,7 @@ from hieseg.training.tuning import (
     HeldOut,
     apply_tuning,
     best_candidate,
+    mean_candidates,
     score_settings,
     tune,
 )
@@ -71,6 +74,58 @@ def test_empty_fallback_keeps_the_peak_only_when_the_mask_is_empty() -> None:
     assert scores[0.0][0] == 0.0  # nothing reaches 0.9: empty mask, Dice 0
     assert scores[0.5] == pytest.approx((1.0, 0.0, 1.0))  # the 0.8 peak's component is the lesion
     assert scores[0.85][0] == 0.0  # the peak is below the fallback's floor
+
+
+def lesion_free_case() -> tuple[CaseImages, np.ndarray]:
+    """No lesion, and a false 2x2x2 blob (8 mm3) predicted at 0.9."""
+    case, _ = hand_made_case()
+    empty = image(np.zeros((24, 24, 24), dtype=np.uint8))
+    probability = np.zeros((24, 24, 24), dtype=np.float32)
+    probability[14:16, 14:16, 14:16] = 0.9
+    return CaseImages(files=case.files, adc=case.adc, zadc=case.zadc, label=empty), probability
+
+
+def test_the_minimum_total_empties_a_case_only_when_its_whole_mask_is_smaller() -> None:
+    case, probability = hand_made_case()  # a 64 mm3 lesion
+    settings = TuningConfig(thresholds=(0.5,), min_component_mm3=(0.0,), empty_fallback_probability=(0.0,),
+                            min_total_mm3=(0.0, 64.0, 65.0))
+    scores = {key.min_total_mm3: value for key, value in score_settings(probability, case, settings).items()}
+    assert scores[0.0] == scores[64.0] == pytest.approx((1.0, 0.0, 1.0))
+    assert scores[65.0][0] == 0.0 and scores[65.0][2] == 0.0  # emptied: Dice 0, NSD 0
+
+
+def test_lesion_free_copies_choose_a_per_case_empty_decision_that_lesioned_cases_alone_never_would() -> None:
+    lesioned, lesioned_probability = hand_made_case()
+    free, free_probability = lesion_free_case()
+    settings = TuningConfig(thresholds=(0.5,), min_component_mm3=(0.0,), empty_fallback_probability=(0.0,),
+                            min_total_mm3=(0.0, 20.0))
+    lesioned_scores = [score_settings(lesioned_probability, lesioned, settings)]
+    free_scores = [score_settings(free_probability, free, settings)]
+    alone = mean_candidates(lesioned_scores, [], 0.0)
+    assert best_candidate(alone).settings.min_total_mm3 == 0.0  # a tie on lesioned cases goes to 'off'
+    assert all(c.lesion_free_empty is None for c in alone)
+    mixed = {c.settings.min_total_mm3: c for c in mean_candidates(lesioned_scores, free_scores, 0.25)}
+    assert mixed[20.0].lesion_free_empty == 1.0 and mixed[0.0].lesion_free_empty == 0.0
+    assert mixed[20.0].dice == pytest.approx(1.0) and mixed[0.0].dice == pytest.approx(0.75)
+    assert mixed[0.0].masd_mm > mixed[20.0].masd_mm == pytest.approx(0.0)
+    assert best_candidate(list(mixed.values())).settings.min_total_mm3 == 20.0
+
+
+def test_lesion_free_copies_are_predicted_and_named_in_the_result(untrained_model_dir: Path, validation_cases) -> None:
+    config = ExperimentConfig.load(untrained_model_dir / CONFIG_FILENAME).with_overrides(
+        {"tuning.thresholds": (0.5,), "tuning.min_component_mm3": (0.0,), "tuning.empty_fallback_probability": (0.0,),
+         "tuning.min_total_mm3": (0.0, 1e9), "tuning.try_tta": False, "tuning.lesion_free_share": 0.5})
+    result = tune(config, [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)], torch.device("cpu"), False)
+    ids = [case.files.case_id for case in validation_cases]
+    assert result.case_ids == ids and result.lesion_free_ids == [i + HEALED_SUFFIX for i in ids]
+    by_total = {c.settings.min_total_mm3: c for c in result.candidates}
+    assert by_total[1e9].lesion_free_empty == 1.0  # every mask emptied
+    assert result.to_dict()["lesion_free_share"] == 0.5
+
+
+def test_refinement_and_lesion_free_copies_are_refused_together() -> None:
+    with pytest.raises(ConfigError, match="exclude each other"):
+        TuningConfig(try_refinement=True, lesion_free_share=0.2)
 
 
 def test_best_mean_rank_wins_and_ties_go_to_dice() -> None:
@@ -123,4 +178,4 @@ def test_chosen_setting_lands_in_config_json(tmp_path: Path) -> None:
         0.3, 25.0, 0.1, True)
     assert json.loads((tmp_path / TUNING_JSON).read_text())["chosen"] == {
         "threshold": 0.3, "min_component_mm3": 25.0, "empty_fallback_probability": 0.1, "tta_flips": True,
-        "refine": False, "dice": 0.7, "masd_mm": 2.0, "nsd": 0.8}
+        "refine": False, "min_total_mm3": 0.0, "dice": 0.7, "masd_mm": 2.0, "nsd": 0.8}

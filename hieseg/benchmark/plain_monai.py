@@ -97,4 +97,5 @@ class BaselinePredictor:
             "threshold": self.settings.threshold,
             "min_component_mm3": self.settings.min_component_mm3,
             "empty_fallback_probability": self.settings.empty_fallback_probability,
+            "min_total_mm3": self.settings.min_total_mm3,
         }

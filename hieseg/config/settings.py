@@ -364,6 +364,9 @@ class InferenceConfig(Section):
     """When the mask comes out empty but the peak probability reaches this, the component around
     the peak is kept (0: off). An empty mask of a lesioned case costs the whole image diagonal in
     MASD, so a model unsure about a faint lesion may do better naming its best guess."""
+    min_total_mm3: float = setting(0.0, NON_NEGATIVE)
+    """A mask whose total volume stays under this is emptied: the per-case decision that the image holds no
+    lesion (0: off). Applied last, after the small components and the fallback."""
     tta_flips: bool = False
     refine: bool = False
     """Refine the probability with the folder's ``refinement.json`` (local ADC and Z_ADC features) before
@@ -393,6 +396,7 @@ class PostProcessing:
     empty_fallback_probability: float
     tta_flips: bool
     refine: bool = False
+    min_total_mm3: float = 0.0
 
 
 POSTPROCESSING_KEYS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(PostProcessing))
@@ -412,6 +416,14 @@ class TuningConfig(Section):
     empty_fallback_probability: tuple[float, ...] = setting((0.0, 0.02, 0.05, 0.1, 0.3), between(0, 1, open_high=True))
     """Candidates of ``inference.empty_fallback_probability``; 0 is 'off'. Low values matter: an empty mask of a
     lesioned case scores the capped MASD, so a faint guess near the peak can beat silence."""
+    min_total_mm3: tuple[float, ...] = setting((0.0,), NON_NEGATIVE)
+    """Candidates of ``inference.min_total_mm3``, the per-case empty decision; only lesion-free validation cases
+    (``lesion_free_share``) can ever choose one above 0."""
+    lesion_free_share: float = setting(0.0, between(0, 1, open_high=True))
+    """The share of the tuning mean given to lesion-free copies of the validation cases
+    (:mod:`hieseg.data.healing`), one per case, which cost a second prediction each; 0 makes none. A source with
+    lesion-free cases has some in its validation too; one without them (family-a-train) shows the tuner what
+    its network marks on a lesion-free brain only this way."""
     try_tta: bool = True
     """Also score flip test-time augmentation, which costs five predictions per case."""
     tta_min_dice_gain: float = setting(0.01, NON_NEGATIVE)
@@ -422,6 +434,11 @@ class TuningConfig(Section):
     validation cases; off by default because the demo weights' validation rejected it."""
     refinement_neighbourhood_mm: float = setting(5.0, POSITIVE)
     """Side of the in-plane square whose local means the refinement reads (the first-placed team used 5x5 voxels)."""
+
+    def check_together(self) -> None:
+        if self.try_refinement and self.lesion_free_share > 0:
+            raise ConfigError("tuning.try_refinement and tuning.lesion_free_share > 0 exclude each other: the "
+                              "refinement's cross-fitting is scored on the lesioned validation cases only")
 
 
 @dataclass

@@ -37,14 +37,23 @@ def peak_component(probability: np.ndarray, min_peak: float) -> np.ndarray:
     return (labels == labels[np.unravel_index(int(np.argmax(probability)), probability.shape)]).astype(np.uint8)
 
 
+def empty_below_total(mask: np.ndarray, spacing: tuple[float, float, float], min_total_mm3: float) -> np.ndarray:
+    """The mask, or an empty one when its total volume is under ``min_total_mm3`` (0 keeps every mask)."""
+    if min_total_mm3 > 0 and mask.any() and float(mask.sum()) * float(np.prod(spacing)) < min_total_mm3:
+        return np.zeros_like(mask)
+    return mask
+
+
 def final_mask(probability: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing) -> np.ndarray:
-    """Threshold, drop small components and, if nothing is left, fall back to the peak's component.
+    """Threshold, drop small components, fall back to the peak's component if nothing is left, then empty
+    a mask too small in all to call the case lesioned.
 
     The fallback is off when ``settings.empty_fallback_probability`` is 0; otherwise an empty
-    result whose peak probability reaches it becomes :func:`peak_component`. (``tta_flips`` acts
+    result whose peak probability reaches it becomes :func:`peak_component`. The per-case decision
+    (:func:`empty_below_total`) is off when ``settings.min_total_mm3`` is 0. (``tta_flips`` acts
     on the probability before it gets here.)
     """
     mask = remove_small_components(binarize(probability, settings.threshold), spacing, settings.min_component_mm3)
     if settings.empty_fallback_probability > 0.0 and not mask.any():
-        return peak_component(probability, settings.empty_fallback_probability)
-    return mask
+        mask = peak_component(probability, settings.empty_fallback_probability)
+    return empty_below_total(mask, spacing, settings.min_total_mm3)

@@ -14,7 +14,8 @@ Layout written by :func:`export_bundle`::
 
 The bundle needs MONAI, torch, numpy, scipy and SimpleITK, not hie-seg: the steps of
 ``scripts/hieseg_steps.py`` (loading the two channels, the brain-masked normalisation, the
-fold/flip ensemble, the small-component removal, the empty-mask fallback and the writer) are the
+fold/flip ensemble, the small-component removal, the empty-mask fallback, the per-case empty decision and
+the writer) are the
 same computations as hie-seg's, and ``test/test_export.py`` checks that the bundle's masks equal
 ``inference.py``'s voxel for voxel.
 
@@ -266,7 +267,7 @@ def inference_config(config: ExperimentConfig, folds: int) -> dict[str, Any]:
 
     Top-level values meant to be overridden on the command line: ``input_dir``, ``output_dir``,
     ``device``, ``bundle_root``, and the saved post-processing (:class:`~hieseg.config.settings.PostProcessing`)
-    ``threshold``, ``min_component_mm3``, ``empty_fallback_probability``, ``tta_flips``. The
+    ``threshold``, ``min_component_mm3``, ``empty_fallback_probability``, ``min_total_mm3``, ``tta_flips``. The
     normalisation order is fixed by the weights (``preprocess.normalization``), not a value to override.
     """
     inference, preprocess = config.inference, config.preprocess
@@ -294,6 +295,7 @@ def inference_config(config: ExperimentConfig, folds: int) -> dict[str, Any]:
         "threshold": post.threshold,
         "min_component_mm3": post.min_component_mm3,
         "empty_fallback_probability": post.empty_fallback_probability,
+        "min_total_mm3": post.min_total_mm3,
         **({} if folds == 1 else {"fold_network_def": member}),
         "network_def": network_def,
         "network": "$@network_def.to(@device)",
@@ -318,6 +320,7 @@ def inference_config(config: ExperimentConfig, folds: int) -> dict[str, Any]:
             {"_target_": f"{STEPS}.RemoveSmallComponentsd", "keys": "pred", "min_volume_mm3": "@min_component_mm3"},
             {"_target_": f"{STEPS}.PeakFallbackd", "keys": "pred", "probability_key": "probability",
              "min_peak": "@empty_fallback_probability"},
+            {"_target_": f"{STEPS}.MinTotalVolumed", "keys": "pred", "min_total_mm3": "@min_total_mm3"},
             {"_target_": f"{STEPS}.SaveMaskd", "keys": "pred", "output_dir": "@output_dir"},
         ]},
         "run": [
@@ -425,6 +428,8 @@ def readme(config: ExperimentConfig, folds: int, weight_files: list[Path], versi
                f"SimpleITK {provenance.simpleitk}, commit {provenance.git_commit or 'unknown'}")
     fallback = ("off" if post.empty_fallback_probability == 0 else
                 f"keep the component around the peak when the peak reaches {post.empty_fallback_probability:g}")
+    total = ("no per-case empty decision" if post.min_total_mm3 == 0 else
+             f"a mask under {post.min_total_mm3:g} mm³ in all emptied (the case called lesion-free)")
     zadc = ("Z_ADC only centred on its brain median, keeping its units (`preprocess.zadc_normalization` "
             "\"centred\")" if config.preprocess.zadc_normalization == "centred" else
             "Z_ADC z-scored like the ADC (`preprocess.zadc_normalization` \"z_score\")")
@@ -450,7 +455,7 @@ the ADC's grid (same size, spacing, origin and direction), uint8, 1 = lesion.
   {inference.blend_mode} blending; flip test-time augmentation {'on' if post.tta_flips else 'off'};
   mean sigmoid probability over folds and flips.
 - Post-processing (tuned on validation): threshold {post.threshold:g}, components under
-  {post.min_component_mm3:g} mm³ removed, empty-mask fallback {fallback}.
+  {post.min_component_mm3:g} mm³ removed, empty-mask fallback {fallback}, {total}.
 
 ## Running it
 
@@ -475,7 +480,7 @@ with `PYTHONPATH=/path/to/this/bundle` (it needs `scripts/` importable when the 
 - a folder of container-layout cases, `<case>/images/...` (masks `<output_dir>/<case>.mha`).
 
 Other overrides: `--device cpu|cuda`, `--tta_flips False`, `--threshold 0.5`, `--min_component_mm3 0`,
-`--empty_fallback_probability 0.1` (fire reads `True`/`False` capitalised).
+`--empty_fallback_probability 0.1`, `--min_total_mm3 0` (fire reads `True`/`False` capitalised).
 
 ## Why a `scripts/` module, and not hie-seg's classes
 
@@ -487,8 +492,8 @@ numpy, scipy and SimpleITK): reading the .mha pair with SimpleITK (MONAI's ITK r
 masking of both channels, the brain-masked z-score (on the native grid before the resampling, or on
 the network grid after it, as the weights were trained) and the brain on the network grid, the fold and flip ensemble (the mean of
 sigmoid probabilities, not of logits), the small-component removal in mm³ with 26-connectivity
-(MONAI's `RemoveSmallObjects` needs scikit-image), the empty-mask fallback and the writer that
-copies the ADC's geometry. The bundle is thereby self-contained, as Model Zoo bundles are:
+(MONAI's `RemoveSmallObjects` needs scikit-image), the empty-mask fallback, the per-case empty decision and
+the writer that copies the ADC's geometry. The bundle is thereby self-contained, as Model Zoo bundles are:
 a MONAI user need not install hie-seg (not on PyPI, and pinned to a training stack) to run it,
 and the bundle keeps working whatever hie-seg's modules are later called. The module is a copy
 of `hieseg/interop/bundle_steps.py`, and hie-seg's tests check that this bundle's masks equal

@@ -24,8 +24,9 @@ hie-seg's own:
 * :class:`FoldEnsemble` and :class:`FlipEnsembleInferer`: the mean sigmoid probability over the
   folds' networks and the flips of the test-time augmentation, each network run by MONAI's
   sliding window (``hieseg.inference.predictor.Predictor``);
-* :class:`RemoveSmallComponentsd` and :class:`PeakFallbackd`: components under a volume in mm³
-  dropped (26-connectivity), and the empty-mask fallback (``hieseg.inference.postprocess``);
+* :class:`RemoveSmallComponentsd`, :class:`PeakFallbackd` and :class:`MinTotalVolumed`: components under
+  a volume in mm³ dropped (26-connectivity), the empty-mask fallback, and the per-case empty decision
+  (``hieseg.inference.postprocess``);
 * :class:`SaveMaskd`: the uint8 mask written atomically with exactly the ADC's size, spacing,
   origin and direction;
 * :func:`predict`: the loop over the cases that ``inference.json``'s ``run`` calls.
@@ -384,6 +385,27 @@ class PeakFallbackd(MapTransform):
                 probability = result[self.probability_key]
                 probability = probability.detach().cpu().numpy() if isinstance(probability, torch.Tensor) else probability
                 mask = _peak_component(np.asarray(probability)[0], self.min_peak)
+            result[key] = torch.from_numpy(mask[None])
+        return result
+
+
+class MinTotalVolumed(MapTransform):
+    """Empty a mask whose total volume in mm³ is under ``min_total_mm3``: the per-case decision that the image
+    holds no lesion. Volumes use the native spacing stored by :class:`LoadCased`; 0 keeps every mask."""
+
+    def __init__(self, keys: str, min_total_mm3: float, spacing_key: str = NATIVE_SPACING) -> None:
+        super().__init__(keys=[keys] if isinstance(keys, str) else keys)
+        if min_total_mm3 < 0:
+            raise ValueError(f"min_total_mm3 must be >= 0, got {min_total_mm3}")
+        self.min_total_mm3, self.spacing_key = float(min_total_mm3), spacing_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        result = dict(data)
+        for key in self.key_iterator(result):
+            mask = _mask_array(result[key])
+            volume_mm3 = float(mask.sum()) * float(np.prod(result[self.spacing_key]))
+            if self.min_total_mm3 > 0 and volume_mm3 < self.min_total_mm3:
+                mask = np.zeros_like(mask)
             result[key] = torch.from_numpy(mask[None])
         return result
 

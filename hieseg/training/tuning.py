@@ -1,12 +1,17 @@
-"""Post-processing chosen on validation cases: threshold, smallest component, empty fallback, flip TTA.
+"""Post-processing chosen on validation cases: threshold, smallest component, empty fallback, the per-case
+empty decision, flip TTA.
 
 A fixed threshold of 0.5 and no cleaning is a guess; the challenge scores Dice, MASD and
 NSD, and a few false-positive specks cost little Dice but many millimetres of MASD. After
 training, every validation case is predicted once per TTA setting, every (threshold,
-minimum component, empty fallback) of :class:`hieseg.config.settings.TuningConfig` is scored on
-the native grid with the challenge metrics, and the setting with the best mean rank over the
+minimum component, empty fallback, minimum total volume) of :class:`hieseg.config.settings.TuningConfig`
+is scored on the native grid with the challenge metrics, and the setting with the best mean rank over the
 three metrics wins, as the challenge ranks its entries. An ensemble is tuned on out-of-fold
 predictions: each fold's weights predict only the cases that fold held out.
+
+With ``lesion_free_share`` above 0, each validation case's lesion-free copy (:mod:`hieseg.data.healing`)
+is predicted and scored too, and the copies make up that share of every mean: the only way a release
+without lesion-free cases can show the tuner what a per-case empty decision (``min_total_mm3``) saves.
 
 Flip TTA costs five predictions per case, so it is switched on only when the best TTA
 setting beats the best plain one in that ranking and adds at least ``tta_min_dice_gain``
@@ -24,6 +29,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,7 @@ from hieseg.config.settings import (
     PostProcessing,
     TuningConfig,
 )
+from hieseg.data.healing import heal_case
 from hieseg.evaluation.scoring import Reference
 from hieseg.inference.postprocess import final_mask
 from hieseg.inference.predictor import Predictor
@@ -69,10 +76,16 @@ class Candidate:
     dice: float
     masd_mm: float
     nsd: float
+    lesion_free_empty: float | None = None
+    """The share of the lesion-free copies this setting leaves empty; ``None`` when none were scored."""
 
     def to_dict(self) -> dict[str, object]:
         """The setting's fields, then its scores, in one flat record (as ``tuning.json`` lists candidates)."""
-        return {**dataclasses.asdict(self.settings), "dice": self.dice, "masd_mm": self.masd_mm, "nsd": self.nsd}
+        record: dict[str, object] = {**dataclasses.asdict(self.settings), "dice": self.dice,
+                                     "masd_mm": self.masd_mm, "nsd": self.nsd}
+        if self.lesion_free_empty is not None:
+            record["lesion_free_empty"] = self.lesion_free_empty
+        return record
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,8 @@ class TuningResult:
     case_ids: list[str]
     best_refined: Candidate | None = None
     refiner: Refiner | None = None
+    lesion_free_ids: list[str] = dataclasses.field(default_factory=list)
+    lesion_free_share: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -96,6 +111,8 @@ class TuningResult:
             "best_refined": None if self.best_refined is None else self.best_refined.to_dict(),
             "candidates": [candidate.to_dict() for candidate in self.candidates],
             "case_ids": list(self.case_ids),
+            "lesion_free_ids": list(self.lesion_free_ids),
+            "lesion_free_share": self.lesion_free_share,
         }
 
 
@@ -114,10 +131,13 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
     if not case_ids:
         raise ValueError("post-processing tuning needs at least one validation case")
     tta_options = (False, True) if settings.try_tta else (False,)
+    share = settings.lesion_free_share
+    lesion_free_ids: list[str] = []
     candidates = []
     plain_maps: list[tuple[RefinementExample, CaseImages]] = []
     for tta in tta_options:
         per_case: list[dict[PostProcessing, MetricTriple]] = []
+        lesion_free: list[dict[PostProcessing, MetricTriple]] = []
         for part in held_out:
             predictor = Predictor(
                 config,
@@ -131,7 +151,12 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
                 if settings.try_refinement and not tta:
                     plain_maps.append((_example(probability, case), case))
                 per_case.append(score_settings(probability, case, settings, tta))
-        candidates += [_mean_candidate(key, [scores[key] for scores in per_case]) for key in per_case[0]]
+                healed = lesion_free_copy(case) if share > 0 else None
+                if healed is not None:
+                    lesion_free.append(score_settings(predictor.network_probability(healed), healed, settings, tta))
+                    if not tta:
+                        lesion_free_ids.append(healed.files.case_id)
+        candidates += mean_candidates(per_case, lesion_free, share)
     refined = refinement_candidates(plain_maps, settings) if settings.try_refinement else []
     candidates += refined
     best_plain = best_candidate([c for c in candidates if not (c.settings.tta_flips or c.settings.refine)])
@@ -147,7 +172,18 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
         chosen = best_refined
         refiner = fit_refiner([example for example, _ in plain_maps], settings.refinement_neighbourhood_mm)
     return TuningResult(chosen=chosen, best_plain=best_plain, best_tta=best_tta, candidates=candidates,
-                        case_ids=case_ids, best_refined=best_refined, refiner=refiner)
+                        case_ids=case_ids, best_refined=best_refined, refiner=refiner,
+                        lesion_free_ids=lesion_free_ids, lesion_free_share=share)
+
+
+def lesion_free_copy(case: CaseImages) -> CaseImages | None:
+    """The case's healed copy, the same at every call (its noise seeded by the case id); ``None``, with a
+    warning naming the case, when its lesion leaves no brain to heal it from."""
+    try:
+        return heal_case(case, seed=zlib.crc32(case.files.case_id.encode()))
+    except ValueError as exc:
+        LOG.warning("no lesion-free copy tuned on: %s", exc)
+        return None
 
 
 def refinement_candidates(maps: Sequence[tuple[RefinementExample, CaseImages]],
@@ -172,15 +208,16 @@ def refinement_candidates(maps: Sequence[tuple[RefinementExample, CaseImages]],
         for example, case in scored:
             refined = refiner.refine(example.probability, example.adc, example.zadc, example.spacing)
             per_case.append(score_settings(refined, case, settings, refine=True))
-    return [_mean_candidate(key, [scores[key] for scores in per_case]) for key in per_case[0]]
+    return mean_candidates(per_case, [], 0.0)
 
 
 def candidate_settings(settings: TuningConfig, tta: bool, refine: bool = False) -> list[PostProcessing]:
-    """Every (threshold, minimum component, empty fallback) of the grid, smaller components first, with ``tta``
-    and ``refine``."""
-    return [PostProcessing(threshold, minimum, fallback, tta, refine)
-            for threshold, minimum, fallback in itertools.product(
-                settings.thresholds, sorted(settings.min_component_mm3), settings.empty_fallback_probability)]
+    """Every (threshold, minimum component, empty fallback, minimum total) of the grid, smaller components and
+    totals first, with ``tta`` and ``refine``."""
+    return [PostProcessing(threshold, minimum, fallback, tta, refine, total)
+            for threshold, minimum, fallback, total in itertools.product(
+                settings.thresholds, sorted(settings.min_component_mm3), settings.empty_fallback_probability,
+                sorted(settings.min_total_mm3))]
 
 
 def score_settings(
@@ -261,13 +298,26 @@ def tune_trained_folder(
 def describe(settings: PostProcessing) -> str:
     """A post-processing setting in words, for logs and the command line."""
     return (f"threshold {settings.threshold:g}, min component {settings.min_component_mm3:g} mm3, "
-            f"empty fallback {settings.empty_fallback_probability:g}, flip TTA {'on' if settings.tta_flips else 'off'}, "
+            f"empty fallback {settings.empty_fallback_probability:g}, min total {settings.min_total_mm3:g} mm3, "
+            f"flip TTA {'on' if settings.tta_flips else 'off'}, "
             f"refinement {'on' if settings.refine else 'off'}")
 
 
-def _mean_candidate(key: PostProcessing, scores: list[MetricTriple]) -> Candidate:
-    dice, masd, nsd = (float(v) for v in np.mean(np.asarray(scores, dtype=float), axis=0))
-    return Candidate(settings=key, dice=dice, masd_mm=masd, nsd=nsd)
+def mean_candidates(lesioned: list[dict[PostProcessing, MetricTriple]],
+                    lesion_free: list[dict[PostProcessing, MetricTriple]], share: float) -> list[Candidate]:
+    """Each setting's mean scores: over the lesioned cases, or, with lesion-free copies, ``1 - share`` of
+    their mean and ``share`` of the copies' mean."""
+    candidates = []
+    for key in lesioned[0]:
+        mean = np.mean(np.asarray([scores[key] for scores in lesioned], dtype=float), axis=0)
+        empty = None
+        if lesion_free:
+            free = np.asarray([scores[key] for scores in lesion_free], dtype=float)
+            mean = (1.0 - share) * mean + share * free.mean(axis=0)
+            empty = float(np.mean(free[:, 0] == 1.0))
+        dice, masd, nsd = (float(v) for v in mean)
+        candidates.append(Candidate(settings=key, dice=dice, masd_mm=masd, nsd=nsd, lesion_free_empty=empty))
+    return candidates
 
 
 def _example(probability: np.ndarray, case: CaseImages) -> RefinementExample:
