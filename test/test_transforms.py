@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from conftest import tiny_config
 from monai.data import MetaTensor
@@ -13,7 +14,9 @@ from hieseg.data.transforms import (
     BRAIN,
     IMAGE,
     LABEL,
+    SAMPLING,
     NormalizeNatived,
+    SamplingClassesd,
     case_to_dict,
     inference_transforms,
     invert_to_native,
@@ -21,7 +24,8 @@ from hieseg.data.transforms import (
     preprocess_transforms,
     training_transforms,
 )
-from hieseg.io.layout import discover_cases, load_case
+from hieseg.errors import ConfigError
+from hieseg.io.layout import CaseFiles, CaseImages, discover_cases, load_case
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +147,56 @@ def test_training_patches_have_the_patch_size_and_oversample_lesions(small_relea
             hits += int(sample[LABEL].sum() > 0)
             total += 1
     assert hits / total >= 0.6, f"only {hits}/{total} patches contain lesion"
+
+
+NO_AUGMENTATION = {f"augment.{name}": 0.0 for name in (
+    "flip_prob", "rotate90_prob", "affine_prob", "elastic_prob", "noise_prob", "blur_prob", "gamma_prob", "lowres_prob",
+    "intensity_prob")}
+
+
+def mimic_case() -> CaseImages:
+    """A 128 x 128 x 16 brain at the tiny grid's spacing: a lesion (Z_ADC -4) near one corner, a lesion mimic
+    (Z_ADC -4, no label) near the opposite one, a second low spot 4 mm from the lesion, Z_ADC 0 elsewhere."""
+    shape = (128, 128, 16)
+    adc, zadc, label = np.full(shape, 1500.0, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
+    label[10:14, 10:14, 6:9] = 1
+    zadc[label == 1] = -4.0
+    zadc[110:114, 110:114, 6:9] = -4.0
+    zadc[16, 10:14, 6:9] = -4.0
+    images = []
+    for array in (adc, zadc, label):
+        image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
+        image.SetSpacing((2.0, 2.0, 4.0))
+        images.append(image)
+    return CaseImages(CaseFiles("MIMIC_001", Path("a"), Path("z"), Path("l")), *images)
+
+
+def test_sampling_classes_mark_the_lesion_and_the_mimics_far_from_it() -> None:
+    config = tiny_config(**{"train.mimic_fraction": 0.2})
+    data = Compose(preprocess_transforms(config.preprocess, with_label=True) + [
+        SamplingClassesd(config.train, config.preprocess.target_spacing)])(case_to_dict(mimic_case()))
+    classes = data[SAMPLING][0].numpy()
+    label = data[LABEL][0].numpy() > 0
+    assert np.array_equal(classes == 1, label)
+    mimic = np.argwhere(classes == 2)
+    assert len(mimic) == 4 * 4 * 3 and mimic[:, 0].min() > 64  # the far spot only: the near one is the lesion's rim
+    assert not ((classes > 0) & (data[BRAIN][0].numpy() == 0)).any()
+
+
+@pytest.mark.parametrize(("lesion", "mimic"), [(0.0, 1.0), (0.5, 0.5)])
+def test_mimic_patches_are_centred_on_the_mimic(lesion: float, mimic: float) -> None:
+    config = tiny_config(**{"train.samples_per_case": 12, "train.lesion_fraction": lesion,
+                            "train.mimic_fraction": mimic, **NO_AUGMENTATION})
+    transform = training_transforms(config)
+    transform.set_random_state(seed=0)
+    samples = transform(case_to_dict(mimic_case()))
+    holds_mimic = [bool((s[IMAGE][1] < -2).any()) and not s[LABEL].any() for s in samples]
+    holds_lesion = [bool(s[LABEL].any()) for s in samples]
+    assert all(m or les for m, les in zip(holds_mimic, holds_lesion))
+    assert sum(holds_mimic) == (12 if mimic == 1.0 else sum(not les for les in holds_lesion)) > 0
+    assert SAMPLING not in samples[0] and BRAIN not in samples[0]
+
+
+def test_lesion_and_mimic_shares_may_not_exceed_one() -> None:
+    with pytest.raises(ConfigError, match="lesion_fraction \\+ train.mimic_fraction must be at most 1"):
+        tiny_config(**{"train.lesion_fraction": 0.8, "train.mimic_fraction": 0.3})

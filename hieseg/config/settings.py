@@ -309,6 +309,14 @@ class TrainConfig(Section):
     samples_per_case: int = setting(2, AT_LEAST_ONE)
     lesion_fraction: float = setting(0.67, PROBABILITY)
     """Share of patches centred on a lesion voxel (the rest on other brain voxels)."""
+    mimic_fraction: float = setting(0.0, PROBABILITY)
+    """Share of patches centred on a lesion mimic: a brain voxel whose Z_ADC channel is under ``mimic_zadc`` and
+    that lies over ``mimic_distance_mm`` from every lesion voxel (where a threshold reader would mark a lesion
+    that is not one: artefacts, atlas errors). Taken from the other brain voxels' share; 0 samples as before."""
+    mimic_zadc: float = -2.0
+    """Z_ADC channel value under which a brain voxel can be a lesion mimic: the challenge baseline's threshold."""
+    mimic_distance_mm: float = setting(10.0, NON_NEGATIVE)
+    """A lesion mimic lies farther than this from every lesion voxel, so that its patch is not a lesion's rim."""
     epochs: int = setting(300, AT_LEAST_ONE)
     """The epochs of the run; with ``budget_min``, the most it may take."""
     budget_min: float = setting(0.0, NON_NEGATIVE)
@@ -344,6 +352,9 @@ class TrainConfig(Section):
     (at least 1), because threads competing with the workers for cores slow a step many-fold."""
 
     def check_together(self) -> None:
+        if self.lesion_fraction + self.mimic_fraction > 1.0:
+            raise ConfigError(f"train.lesion_fraction + train.mimic_fraction must be at most 1, got "
+                              f"{self.lesion_fraction:g} + {self.mimic_fraction:g}")
         if self.fold >= self.folds:
             raise ConfigError(f"train.fold: must be in [0, {self.folds - 1}] for {self.folds} folds, got {self.fold}")
 

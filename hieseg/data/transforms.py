@@ -32,6 +32,7 @@ from monai.transforms import (
     Rand3DElasticd,
     RandAdjustContrastd,
     RandAffined,
+    RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
@@ -43,12 +44,14 @@ from monai.transforms import (
     Spacingd,
     SpatialPadd,
 )
+from scipy import ndimage
 
 from hieseg.config.settings import (
     ZADC_NORMALIZATIONS,
     AugmentConfig,
     ExperimentConfig,
     PreprocessConfig,
+    TrainConfig,
 )
 from hieseg.errors import ConfigError, ImageError
 from hieseg.io.brain import brain_mask
@@ -59,6 +62,10 @@ IMAGE = "image"
 LABEL = "label"
 BRAIN = "brain"
 """The brain on the network grid (1 channel, uint8, 1 inside), made by :class:`BrainOnGridd` or :class:`NormalizeInBraind`."""
+SAMPLING = "sampling"
+"""What a training patch may be centred on (1 channel, on the network grid): :data:`SAMPLING_CLASSES`."""
+SAMPLING_CLASSES = ("other brain", "lesion", "lesion mimic")
+"""The classes of :data:`SAMPLING`, by value; outside the brain no patch is centred."""
 MAX_GRID_VOXELS = 2**27
 """Largest network grid a case may need (about 134 million voxels, 0.5 GB per float channel): the largest release
 case (256 x 256 x 64 at 2 x 2 x 6 mm) needs 35 million on the usual 1 x 1 x 2.9 mm grid."""
@@ -255,26 +262,70 @@ def inference_transforms(config: ExperimentConfig) -> Compose:
 def training_transforms(config: ExperimentConfig) -> Compose:
     """Deterministic preprocessing (cached), then lesion-oversampling patches and augmentation.
 
-    Patches are centred on a lesion voxel (share ``lesion_fraction``) or on another brain voxel,
-    never on the background.
+    Patches are centred on a lesion voxel (share ``lesion_fraction``), on a lesion mimic (share
+    ``mimic_fraction``, :class:`SamplingClassesd`) or on another brain voxel, never on the background.
     """
-    patch = config.train.patch_size
+    train = config.train
+    patch = train.patch_size
     keys = [IMAGE, LABEL]
     deterministic = preprocess_transforms(config.preprocess, with_label=True) + [
         brain_crop(config.preprocess, [*keys, BRAIN]),
         SpatialPadd(keys=[*keys, BRAIN], spatial_size=patch),
     ]
-    sampling = RandCropByPosNegLabeld(
-        keys=keys,
-        label_key=LABEL,
-        spatial_size=patch,
-        pos=config.train.lesion_fraction,
-        neg=1.0 - config.train.lesion_fraction,
-        num_samples=config.train.samples_per_case,
-        image_key=BRAIN,
-        image_threshold=0.0,
-    )
-    return Compose(deterministic + [sampling, DeleteItemsd(keys=BRAIN)] + augmentations(config.augment, patch))
+    if train.mimic_fraction == 0.0:
+        sampling = [RandCropByPosNegLabeld(
+            keys=keys,
+            label_key=LABEL,
+            spatial_size=patch,
+            pos=train.lesion_fraction,
+            neg=1.0 - train.lesion_fraction,
+            num_samples=train.samples_per_case,
+            image_key=BRAIN,
+            image_threshold=0.0,
+        ), DeleteItemsd(keys=BRAIN)]
+    else:
+        deterministic.append(SamplingClassesd(train, config.preprocess.target_spacing))
+        sampling = [RandCropByLabelClassesd(
+            keys=keys,
+            label_key=SAMPLING,
+            spatial_size=patch,
+            ratios=[1.0 - train.lesion_fraction - train.mimic_fraction, train.lesion_fraction, train.mimic_fraction],
+            num_classes=len(SAMPLING_CLASSES),
+            num_samples=train.samples_per_case,
+            image_key=BRAIN,
+            image_threshold=0.0,
+            warn=False,
+        ), DeleteItemsd(keys=[BRAIN, SAMPLING])]
+    return Compose(deterministic + sampling + augmentations(config.augment, patch))
+
+
+class SamplingClassesd(MapTransform):
+    """The :data:`SAMPLING` map of a case on the network grid: lesion (the label), lesion mimic (a brain voxel whose
+    Z_ADC channel is under ``train.mimic_zadc`` and that lies over ``train.mimic_distance_mm`` from every lesion
+    voxel), other brain.
+
+    A network that only meets such voxels in random patches learns little about them, yet they are what a false
+    lesion is made of: centring a share of the patches on them shows the network the difference where it
+    matters. A class a case lacks (no mimic, or no lesion) gets no patch from that case.
+    """
+
+    def __init__(self, train: TrainConfig, spacing: Sequence[float] | None) -> None:
+        super().__init__(keys=[LABEL])
+        self.threshold, self.distance_mm = train.mimic_zadc, train.mimic_distance_mm
+        self.spacing = tuple(float(s) for s in spacing) if spacing is not None else None
+
+    def __call__(self, data: dict) -> dict:
+        result = dict(data)
+        label = data[LABEL].as_tensor()[0].numpy() > 0
+        brain = data[BRAIN].as_tensor()[0].numpy() > 0
+        zadc = data[IMAGE].as_tensor()[1].numpy()
+        far = (ndimage.distance_transform_edt(~label, sampling=self.spacing) > self.distance_mm
+               if label.any() else np.ones(label.shape, dtype=bool))
+        classes = np.zeros(label.shape, dtype=np.uint8)
+        classes[brain & (zadc < self.threshold) & far] = 2
+        classes[label] = 1
+        result[SAMPLING] = MetaTensor(torch.from_numpy(classes[None]), meta=copy.deepcopy(data[LABEL].meta))
+        return result
 
 
 def augmentations(config: AugmentConfig, patch: tuple[int, int, int]) -> list:
