@@ -3,10 +3,12 @@
 # (imperfect normative Z from near-exact to poor atlases, confounders, site and skull-strip variation, small punctate
 # and mildly restricted lesions, one case in ten lesion-free; see hieseg/synthesis/) and the 40 cases of
 # ../shared/data/family-a-train (an outside generator's family), the recipe of scripts/recipe.sh (the default
-# network, Tversky + cross-entropy, four cases per step, native-grid normalisation with Z_ADC only centred, a
+# network, Tversky + cross-entropy, four cases per step (RECIPE_SAMPLING=cases4, the default here; recipe.sh's own
+# default since 2026-12-07 also centres some patches on lesion mimics), native-grid normalisation with Z_ADC only centred, a
 # data-derived grid by nnU-Net's median rule (RECIPE_GRID=median, the default here; recipe.sh's own default since
 # 2026-12-07 is RECIPE_GRID=fine, for the next weights), 64x64x32 patches, 3600 steps, scale augmentation +/-20 %,
-# no elastic deformation), fold 0 of 5, then post-processing tuned on the 28 validation cases: about 50 minutes on
+# no elastic deformation), fold 0 of 5, then post-processing tuned on the 28 validation cases alone (RECIPE_TUNING=plain,
+# the default here; recipe.sh's own default since 2026-12-07 adds their lesion-free copies): about 50 minutes on
 # 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
 # ALSO lists release folders whose cases join DATA_DIR's for training (default ../shared/data/family-a-train; ALSO=
 # trains on DATA_DIR alone): train.py takes them all (--data DATA_DIR ALSO...) and trains on their cases as one
@@ -39,6 +41,8 @@ if [ ! -d "$DATA/1ADC_ss" ]; then
     python -m hieseg.synthetic --out "$DATA" --cases 100 --seed 2026 --profile randomised "${WITHOUT_FLAGS[@]}"
 fi
 RECIPE_GRID="${RECIPE_GRID:-median}"  # v9 and every earlier weights: nnU-Net's median grid (recipe.sh's default is fine)
+RECIPE_TUNING="${RECIPE_TUNING:-plain}"  # v9 and every earlier weights: tuned on the validation cases alone
+RECIPE_SAMPLING="${RECIPE_SAMPLING:-cases4}"  # v9: no patch centred on lesion mimics (recipe.sh's default is mimic)
 source scripts/recipe.sh
 ALSO="${ALSO-../shared/data/family-a-train}"
 read -r -a ALSO_ROOTS <<< "$ALSO"

@@ -36,6 +36,8 @@ def run_script(tmp_path: Path, data: Path, also: str | None) -> subprocess.Compl
     env = {**os.environ, "PATH": f"{stand_in}{os.pathsep}{os.environ['PATH']}"}
     env.pop("ALSO", None)
     env.pop("RECIPE_GRID", None)
+    env.pop("RECIPE_TUNING", None)
+    env.pop("RECIPE_SAMPLING", None)
     if also is not None:
         env["ALSO"] = also
     return subprocess.run(["bash", str(SCRIPT), str(data), str(tmp_path / "out")], env=env,
@@ -72,11 +74,14 @@ def test_also_defaults_to_family_a_train(tmp_path: Path) -> None:
     assert trained_on(result) == [str(data), "../shared/data/family-a-train"]
 
 
-def recipe_args(grid: str | None) -> str:
-    """scripts/recipe.sh's RECIPE_ARGS with RECIPE_GRID set to ``grid`` (unset: None)."""
-    env = {k: v for k, v in os.environ.items() if k != "RECIPE_GRID"}
-    if grid is not None:
-        env["RECIPE_GRID"] = grid
+def recipe_args(grid: str | None, tuning: str | None = None, sampling: str | None = None) -> str:
+    """scripts/recipe.sh's RECIPE_ARGS with RECIPE_GRID, RECIPE_TUNING and RECIPE_SAMPLING set to ``grid``, ``tuning``
+    and ``sampling`` (None: unset)."""
+    names = ("RECIPE_GRID", "RECIPE_TUNING", "RECIPE_SAMPLING")
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    for name, value in zip(names, (grid, tuning, sampling)):
+        if value is not None:
+            env[name] = value
     result = subprocess.run(["bash", "-c", 'source scripts/recipe.sh && echo "${RECIPE_ARGS[*]}"'], cwd=REPO, env=env,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -94,3 +99,25 @@ def test_the_recipe_takes_the_fine_grid_and_the_demo_script_keeps_v9s_median() -
 def test_the_demo_script_trains_on_the_median_grid_unless_told(tmp_path: Path) -> None:
     data = release(tmp_path / "a", "A_001")
     assert "--set preprocess.spacing_percentile=50 " in run_script(tmp_path, data, "").stdout
+
+
+def test_the_recipe_tunes_with_lesion_free_copies_and_the_demo_script_keeps_v9s_plain_tuning(tmp_path: Path) -> None:
+    copies = "--set tuning.lesion_free_share=0.2 --set tuning.min_total_mm3=[0,25,50,100,200,400,800] "
+    assert copies in recipe_args(None)
+    assert "--set tuning.lesion_free_share=0.0 " in recipe_args(None, "plain") and copies not in recipe_args(None, "plain")
+    data = release(tmp_path / "a", "A_001")
+    assert "--set tuning.lesion_free_share=0.0 " in run_script(tmp_path, data, "").stdout
+    result = subprocess.run(["bash", "-c", "RECIPE_TUNING=some; source scripts/recipe.sh"], cwd=REPO,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "RECIPE_TUNING must be copies or plain, got 'some'" in result.stderr
+
+
+def test_the_recipe_centres_patches_on_lesion_mimics_and_the_demo_script_keeps_v9s_sampling(tmp_path: Path) -> None:
+    four_cases = "--set train.batch_size=4 --set train.samples_per_case=1 "
+    assert four_cases + "--set train.mimic_fraction=0.17 " in recipe_args(None)
+    assert four_cases in recipe_args(None, sampling="cases4") and "mimic" not in recipe_args(None, sampling="cases4")
+    demo = run_script(tmp_path, release(tmp_path / "a", "A_001"), "").stdout
+    assert four_cases in demo and "mimic_fraction" not in demo
+    result = subprocess.run(["bash", "-c", "RECIPE_SAMPLING=cases3; source scripts/recipe.sh"], cwd=REPO,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "RECIPE_SAMPLING must be mimic, cases4 or cases2, got 'cases3'" in result.stderr
