@@ -63,9 +63,9 @@ def heal_case(case: CaseImages, seed: int, healing: Healing = Healing()) -> Case
     region = (distance <= healing.margin_mm) & brain
     tissue = brain & ~region
     shell = tissue & (distance <= healing.margin_mm + healing.shell_mm)
-    rng = np.random.default_rng(seed)
     if region.any() and not tissue.any():
         raise ValueError(f"case {case.files.case_id}: no brain outside its lesion to refill the lesion from")
+    rng = np.random.default_rng(seed)
     healed_adc = adc.copy()
     healed_zadc = zadc.copy()
     if region.any():

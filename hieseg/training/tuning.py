@@ -132,7 +132,7 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
         raise ValueError("post-processing tuning needs at least one validation case")
     tta_options = (False, True) if settings.try_tta else (False,)
     share = settings.lesion_free_share
-    lesion_free_ids: list[str] = []
+    copies: dict[str, CaseImages | None] = {}
     candidates = []
     plain_maps: list[tuple[RefinementExample, CaseImages]] = []
     for tta in tta_options:
@@ -151,11 +151,11 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
                 if settings.try_refinement and not tta:
                     plain_maps.append((_example(probability, case), case))
                 per_case.append(score_settings(probability, case, settings, tta))
-                healed = lesion_free_copy(case) if share > 0 else None
+                if share > 0 and case.files.case_id not in copies:
+                    copies[case.files.case_id] = lesion_free_copy(case)
+                healed = copies.get(case.files.case_id)
                 if healed is not None:
                     lesion_free.append(score_settings(predictor.network_probability(healed), healed, settings, tta))
-                    if not tta:
-                        lesion_free_ids.append(healed.files.case_id)
         candidates += mean_candidates(per_case, lesion_free, share)
     refined = refinement_candidates(plain_maps, settings) if settings.try_refinement else []
     candidates += refined
@@ -173,7 +173,8 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
         refiner = fit_refiner([example for example, _ in plain_maps], settings.refinement_neighbourhood_mm)
     return TuningResult(chosen=chosen, best_plain=best_plain, best_tta=best_tta, candidates=candidates,
                         case_ids=case_ids, best_refined=best_refined, refiner=refiner,
-                        lesion_free_ids=lesion_free_ids, lesion_free_share=share)
+                        lesion_free_ids=[copy.files.case_id for copy in copies.values() if copy is not None],
+                        lesion_free_share=share)
 
 
 def lesion_free_copy(case: CaseImages) -> CaseImages | None:
