@@ -23,10 +23,13 @@ from hieseg.training.tuning import (
     Candidate,
     HeldOut,
     apply_tuning,
+    below_smallest_lesion,
     best_candidate,
     mean_candidates,
     score_settings,
+    smallest_lesion_mm3,
     tune,
+    tune_trained_folder,
 )
 
 
@@ -121,6 +124,34 @@ def test_lesion_free_copies_are_predicted_and_named_in_the_result(untrained_mode
     by_total = {c.settings.min_total_mm3: c for c in result.candidates}
     assert by_total[1e9].lesion_free_empty == 1.0  # every mask emptied
     assert result.to_dict()["lesion_free_share"] == 0.5
+
+
+def test_the_smallest_lesion_is_the_least_labelled_total_of_the_lesioned_cases() -> None:
+    lesioned, _ = hand_made_case()  # 64 mm3
+    free, _ = lesion_free_case()
+    assert smallest_lesion_mm3([lesioned, free]) == pytest.approx(64.0)
+    assert smallest_lesion_mm3([free]) is None
+
+
+def test_per_case_decisions_at_or_above_the_smallest_lesion_are_not_tried() -> None:
+    settings = TuningConfig(min_total_mm3=(0.0, 25.0, 50.0, 100.0))
+    assert below_smallest_lesion(settings, 50.0).min_total_mm3 == (0.0, 25.0)
+    assert below_smallest_lesion(settings, None).min_total_mm3 == (0.0, 25.0, 50.0, 100.0)
+    assert below_smallest_lesion(TuningConfig(min_total_mm3=(100.0,)), 40.0).min_total_mm3 == (0.0,)
+
+
+def test_tuning_a_trained_folder_bounds_the_decision_by_its_cases_labels(untrained_model_dir: Path, validation_cases,
+                                                                        tmp_path: Path) -> None:
+    config = ExperimentConfig.load(untrained_model_dir / CONFIG_FILENAME).with_overrides(
+        {"tuning.thresholds": (0.5,), "tuning.min_component_mm3": (0.0,), "tuning.empty_fallback_probability": (0.0,),
+         "tuning.min_total_mm3": (0.0, 1.0, 1e9), "tuning.try_tta": False})
+    smallest = smallest_lesion_mm3(validation_cases)
+    assert smallest is not None and 1.0 < smallest < 1e9
+    ids = [case.files.case_id for case in validation_cases]
+    result = tune_trained_folder(config, tmp_path, [(untrained_model_dir / "fold0.pt", ids)], validation_cases,
+                                 torch.device("cpu"), False)
+    assert sorted(c.settings.min_total_mm3 for c in result.candidates) == [0.0, 1.0]
+    assert {c["min_total_mm3"] for c in json.loads((tmp_path / TUNING_JSON).read_text())["candidates"]} == {0.0, 1.0}
 
 
 def test_refinement_and_lesion_free_copies_are_refused_together() -> None:

@@ -429,7 +429,8 @@ class TuningConfig(Section):
     lesioned case scores the capped MASD, so a faint guess near the peak can beat silence."""
     min_total_mm3: tuple[float, ...] = setting((0.0,), NON_NEGATIVE)
     """Candidates of ``inference.min_total_mm3``, the per-case empty decision; only lesion-free validation cases
-    (``lesion_free_share``) can ever choose one above 0."""
+    (``lesion_free_share``) can ever choose one above 0. After training, those at or above the smallest lesion
+    among the training and validation labels are not tried (:func:`hieseg.training.tuning.below_smallest_lesion`)."""
     lesion_free_share: float = setting(0.0, between(0, 1, open_high=True))
     """The share of the tuning mean given to lesion-free copies of the validation cases
     (:mod:`hieseg.data.healing`), one per case, which cost a second prediction each; 0 makes none. A source with

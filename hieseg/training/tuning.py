@@ -11,7 +11,9 @@ predictions: each fold's weights predict only the cases that fold held out.
 
 With ``lesion_free_share`` above 0, each validation case's lesion-free copy (:mod:`hieseg.data.healing`)
 is predicted and scored too, and the copies make up that share of every mean: the only way a release
-without lesion-free cases can show the tuner what a per-case empty decision (``min_total_mm3``) saves.
+without lesion-free cases can show the tuner what a per-case empty decision (``min_total_mm3``) saves. What
+it costs, a few validation cases may not show; so after training only decisions under the smallest lesion
+among all the cases given to training are tried.
 
 Flip TTA costs five predictions per case, so it is switched on only when the best TTA
 setting beats the best plain one in that ranking and adds at least ``tta_min_dice_gain``
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
@@ -288,12 +291,40 @@ def tune_trained_folder(
     progress: bool = True,
 ) -> TuningResult:
     """Tune a weights folder just trained on ``cases`` (already in memory): ``runs`` pairs each weights file
-    with its held-out ids; ``config`` is the one training wrote there."""
+    with its held-out ids; ``config`` is the one training wrote there. The per-case empty decisions tried stay
+    under the smallest lesion of ``cases`` (:func:`below_smallest_lesion`)."""
     by_id = {case.files.case_id: case for case in cases}
     held_out = [HeldOut(weights, [by_id[case_id] for case_id in ids]) for weights, ids in runs]
-    result = tune(config, held_out, device, progress)
+    bounded = dataclasses.replace(config, tuning=below_smallest_lesion(config.tuning, smallest_lesion_mm3(cases)))
+    result = tune(bounded, held_out, device, progress)
     apply_tuning(config, model_dir, result)
     return result
+
+
+def smallest_lesion_mm3(cases: Sequence[CaseImages]) -> float | None:
+    """The smallest total lesion volume in mm³ among the cases whose label holds a lesion; ``None`` when none does."""
+    totals = [float(np.count_nonzero(sitk.GetArrayViewFromImage(case.label))) * float(np.prod(case.label.GetSpacing()))
+              for case in cases if case.label is not None]
+    lesioned = [total for total in totals if total > 0]
+    return min(lesioned) if lesioned else None
+
+
+def below_smallest_lesion(settings: TuningConfig, smallest_mm3: float | None) -> TuningConfig:
+    """``settings`` keeping only the per-case empty decisions (``min_total_mm3``) under ``smallest_mm3``, the
+    smallest lesion of the cases given to training; 0 (off) when none is left.
+
+    A decision at or above a lesion total the training labels hold would empty such cases by design, yet a
+    validation fold of a few cases may hold no case that small and then cannot show the cost: the tuner would
+    choose it for what it saves on the lesion-free copies alone. The bound is the labels' own evidence.
+    """
+    if smallest_mm3 is None:
+        return settings
+    kept = tuple(total for total in settings.min_total_mm3 if total < smallest_mm3)
+    dropped = sorted(set(settings.min_total_mm3) - set(kept))
+    if dropped:
+        LOG.info("per-case empty decisions not tried: %s mm3, at or above the smallest labelled lesion (%.1f mm3)",
+                 ", ".join(f"{total:g}" for total in dropped), smallest_mm3)
+    return dataclasses.replace(settings, min_total_mm3=kept or (0.0,))
 
 
 def describe(settings: PostProcessing) -> str:
