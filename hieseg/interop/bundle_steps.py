@@ -340,31 +340,43 @@ def _mask_array(value: Any) -> np.ndarray:
     return (array[0] != 0).astype(np.uint8)
 
 
-class RemoveSmallComponentsd(MapTransform):
+class _VolumeStepd(MapTransform):
+    """A step that keeps or drops parts of a binary mask by their volume in mm³ against a minimum (0: off), at the
+    native spacing stored by :class:`LoadCased`; subclasses say what is measured in :meth:`apply`."""
+
+    def __init__(self, keys: str, minimum_mm3: float, name: str, spacing_key: str) -> None:
+        super().__init__(keys=[keys] if isinstance(keys, str) else keys)
+        if minimum_mm3 < 0:
+            raise ValueError(f"{name} must be >= 0, got {minimum_mm3}")
+        self.minimum_mm3, self.spacing_key = float(minimum_mm3), spacing_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        result = dict(data)
+        for key in self.key_iterator(result):
+            mask = _mask_array(result[key])
+            if self.minimum_mm3 > 0 and mask.any():
+                mask = self.apply(mask, float(np.prod(result[self.spacing_key])))
+            result[key] = torch.from_numpy(mask[None])
+        return result
+
+    def apply(self, mask: np.ndarray, voxel_mm3: float) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RemoveSmallComponentsd(_VolumeStepd):
     """Drop the connected components (26-connectivity) of a binary mask smaller than ``min_volume_mm3``.
 
     Volumes use the native spacing stored by :class:`LoadCased`; 0 keeps every component.
     """
 
     def __init__(self, keys: str, min_volume_mm3: float, spacing_key: str = NATIVE_SPACING) -> None:
-        super().__init__(keys=[keys] if isinstance(keys, str) else keys)
-        if min_volume_mm3 < 0:
-            raise ValueError(f"min_volume_mm3 must be >= 0, got {min_volume_mm3}")
-        self.min_volume_mm3, self.spacing_key = float(min_volume_mm3), spacing_key
+        super().__init__(keys, min_volume_mm3, "min_volume_mm3", spacing_key)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        result = dict(data)
-        for key in self.key_iterator(result):
-            mask = _mask_array(result[key])
-            if self.min_volume_mm3 > 0 and mask.any():
-                labels, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
-                voxel_mm3 = float(np.prod(result[self.spacing_key]))
-                sizes_mm3 = np.bincount(labels.ravel(), minlength=count + 1) * voxel_mm3
-                keep = sizes_mm3 >= self.min_volume_mm3
-                keep[0] = False
-                mask = keep[labels].astype(np.uint8)
-            result[key] = torch.from_numpy(mask[None])
-        return result
+    def apply(self, mask: np.ndarray, voxel_mm3: float) -> np.ndarray:
+        labels, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
+        keep = np.bincount(labels.ravel(), minlength=count + 1) * voxel_mm3 >= self.minimum_mm3
+        keep[0] = False
+        return keep[labels].astype(np.uint8)
 
 
 class PeakFallbackd(MapTransform):
@@ -389,25 +401,15 @@ class PeakFallbackd(MapTransform):
         return result
 
 
-class MinTotalVolumed(MapTransform):
+class MinTotalVolumed(_VolumeStepd):
     """Empty a mask whose total volume in mm³ is under ``min_total_mm3``: the per-case decision that the image
     holds no lesion. Volumes use the native spacing stored by :class:`LoadCased`; 0 keeps every mask."""
 
     def __init__(self, keys: str, min_total_mm3: float, spacing_key: str = NATIVE_SPACING) -> None:
-        super().__init__(keys=[keys] if isinstance(keys, str) else keys)
-        if min_total_mm3 < 0:
-            raise ValueError(f"min_total_mm3 must be >= 0, got {min_total_mm3}")
-        self.min_total_mm3, self.spacing_key = float(min_total_mm3), spacing_key
+        super().__init__(keys, min_total_mm3, "min_total_mm3", spacing_key)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        result = dict(data)
-        for key in self.key_iterator(result):
-            mask = _mask_array(result[key])
-            volume_mm3 = float(mask.sum()) * float(np.prod(result[self.spacing_key]))
-            if self.min_total_mm3 > 0 and volume_mm3 < self.min_total_mm3:
-                mask = np.zeros_like(mask)
-            result[key] = torch.from_numpy(mask[None])
-        return result
+    def apply(self, mask: np.ndarray, voxel_mm3: float) -> np.ndarray:
+        return np.zeros_like(mask) if float(mask.sum()) * voxel_mm3 < self.minimum_mm3 else mask
 
 
 def _peak_component(probability: np.ndarray, min_peak: float) -> np.ndarray:
