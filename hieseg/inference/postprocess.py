@@ -45,15 +45,23 @@ def empty_below_total(mask: np.ndarray, spacing: tuple[float, float, float], min
 
 
 def final_mask(probability: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing) -> np.ndarray:
-    """Threshold, drop small components, fall back to the peak's component if nothing is left, then empty
-    a mask too small in all to call the case lesioned.
+    """Threshold, drop small components, fall back to the peak's component if nothing is left
+    (:func:`lesion_mask`), then empty a mask too small in all to call the case lesioned.
+
+    The per-case decision (:func:`empty_below_total`) is off when ``settings.min_total_mm3`` is 0.
+    (``tta_flips`` acts on the probability before it gets here.)
+    """
+    return empty_below_total(lesion_mask(probability, spacing, settings), spacing, settings.min_total_mm3)
+
+
+def lesion_mask(probability: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing) -> np.ndarray:
+    """Threshold, drop small components and, if nothing is left, fall back to the peak's component: the final
+    mask before the per-case decision, which ``settings.min_total_mm3`` does not change.
 
     The fallback is off when ``settings.empty_fallback_probability`` is 0; otherwise an empty
-    result whose peak probability reaches it becomes :func:`peak_component`. The per-case decision
-    (:func:`empty_below_total`) is off when ``settings.min_total_mm3`` is 0. (``tta_flips`` acts
-    on the probability before it gets here.)
+    result whose peak probability reaches it becomes :func:`peak_component`.
     """
     mask = remove_small_components(binarize(probability, settings.threshold), spacing, settings.min_component_mm3)
     if settings.empty_fallback_probability > 0.0 and not mask.any():
-        mask = peak_component(probability, settings.empty_fallback_probability)
-    return empty_below_total(mask, spacing, settings.min_total_mm3)
+        return peak_component(probability, settings.empty_fallback_probability)
+    return mask

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
@@ -50,9 +49,9 @@ from hieseg.config.settings import (
 )
 from hieseg.data.healing import heal_case
 from hieseg.evaluation.scoring import Reference
-from hieseg.inference.postprocess import final_mask
+from hieseg.inference.postprocess import empty_below_total, lesion_mask
 from hieseg.inference.predictor import Predictor
-from hieseg.io.images import to_xyz_array, write_atomic
+from hieseg.io.images import MM3_PER_ML, mask_volume_ml, to_xyz_array, write_atomic
 from hieseg.io.layout import CaseImages
 from hieseg.model.refinement import (
     REFINEMENT_FILENAME,
@@ -232,14 +231,20 @@ def score_settings(
 
     Most settings leave the mask of a neighbouring one unchanged (a larger minimum size that
     removes nothing more, a fallback that only acts on empty masks); their scores are then
-    reused instead of recomputing the surface distances.
+    reused instead of recomputing the surface distances. The minimum totals, the grid's innermost
+    axis, share one :func:`~hieseg.inference.postprocess.lesion_mask` and differ only in the cheap
+    :func:`~hieseg.inference.postprocess.empty_below_total` after it.
     """
     reference = Reference.of_case(case)
     spacing = tuple(case.adc.GetSpacing())
     scores: dict[PostProcessing, MetricTriple] = {}
     known: list[tuple[np.ndarray, MetricTriple]] = []
+    before_total: tuple[PostProcessing, np.ndarray] | None = None
     for setting in candidate_settings(settings, tta, refine):
-        mask = final_mask(probability, spacing, setting)
+        shared = dataclasses.replace(setting, min_total_mm3=0.0)
+        if before_total is None or before_total[0] != shared:
+            before_total = (shared, lesion_mask(probability, spacing, shared))
+        mask = empty_below_total(before_total[1], spacing, setting.min_total_mm3)
         reused = next((triple for seen, triple in known if np.array_equal(seen, mask)), None)
         if reused is None:
             metrics = reference.score(mask)
@@ -303,8 +308,7 @@ def tune_trained_folder(
 
 def smallest_lesion_mm3(cases: Sequence[CaseImages]) -> float | None:
     """The smallest total lesion volume in mm³ among the cases whose label holds a lesion; ``None`` when none does."""
-    totals = [float(np.count_nonzero(sitk.GetArrayViewFromImage(case.label))) * float(np.prod(case.label.GetSpacing()))
-              for case in cases if case.label is not None]
+    totals = [mask_volume_ml(case.label) * MM3_PER_ML for case in cases if case.label is not None]
     lesioned = [total for total in totals if total > 0]
     return min(lesioned) if lesioned else None
 
