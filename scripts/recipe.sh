@@ -12,6 +12,9 @@
 # RECIPE_TUNING: copies (default: the tuner also scores a lesion-free copy of each validation case, a fifth of every
 # mean, and may choose the per-case empty decision, the recipe since 2026-12-07, docs/training.md) or plain (the
 # validation cases alone: the demo weights v9 and before).
+# RECIPE_EDGES: zadc (default: the tuner also tries redrawing each lesion's edge from Z_ADC at 0.4 of its depth,
+# inference.zadc_boundary, the recipe since 2026-12-07, docs/quality.md) or network (the networks' own edges: the demo
+# weights v9 and before).
 RECIPE_EPOCHS=60
 case "${RECIPE_LOSS:-tversky_ce}" in
     tversky_ce) RECIPE_LOSS_ARGS=(--loss tversky --set loss.ce_weight=1.0) ;;
@@ -34,7 +37,13 @@ case "${RECIPE_TUNING:-copies}" in
     plain) RECIPE_TUNING_ARGS=(--set tuning.lesion_free_share=0.0) ;;
     *) echo "error: RECIPE_TUNING must be copies or plain, got '$RECIPE_TUNING'" >&2; exit 2 ;;
 esac
+case "${RECIPE_EDGES:-zadc}" in
+    zadc) RECIPE_EDGES_ARGS=(--set "tuning.zadc_boundary=[0,0.4]") ;;
+    network) RECIPE_EDGES_ARGS=(--set "tuning.zadc_boundary=[0]") ;;
+    *) echo "error: RECIPE_EDGES must be zadc or network, got '$RECIPE_EDGES'" >&2; exit 2 ;;
+esac
 RECIPE_ARGS=("${RECIPE_LOSS_ARGS[@]}" "${RECIPE_SAMPLING_ARGS[@]}" "${RECIPE_GRID_ARGS[@]}" "${RECIPE_TUNING_ARGS[@]}"
+    "${RECIPE_EDGES_ARGS[@]}"
     --epochs "$RECIPE_EPOCHS"
     --set train.steps_per_epoch=60 --set train.learning_rate=0.002
     --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0

@@ -112,6 +112,15 @@ def test_the_recipe_tunes_with_lesion_free_copies_and_the_demo_script_keeps_v9s_
     assert result.returncode == 2 and "RECIPE_TUNING must be copies or plain, got 'some'" in result.stderr
 
 
+def test_the_recipe_tunes_edges_from_zadc_and_the_demo_script_keeps_v9s_network_edges(tmp_path: Path) -> None:
+    assert "--set tuning.zadc_boundary=[0,0.4] " in recipe_args(None)
+    demo = run_script(tmp_path, release(tmp_path / "a", "A_001"), "").stdout
+    assert "--set tuning.zadc_boundary=[0] " in demo and "zadc_boundary=[0,0.4]" not in demo
+    result = subprocess.run(["bash", "-c", "RECIPE_EDGES=both; source scripts/recipe.sh"], cwd=REPO,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "RECIPE_EDGES must be zadc or network, got 'both'" in result.stderr
+
+
 def test_the_recipe_centres_patches_on_lesion_mimics_and_the_demo_script_keeps_v9s_sampling(tmp_path: Path) -> None:
     four_cases = "--set train.batch_size=4 --set train.samples_per_case=1 "
     assert four_cases + "--set train.mimic_fraction=0.17 " in recipe_args(None)

@@ -322,7 +322,8 @@ def test_the_bundle_network_definition_is_hiesegs_network(name: str) -> None:
         assert torch.equal(exported(x), trained(x))
 
 
-@pytest.mark.parametrize("problem", ["missing folder", "no config.json", "no weights", "corrupt weights", "refines"])
+@pytest.mark.parametrize("problem", ["missing folder", "no config.json", "no weights", "corrupt weights", "refines",
+                                     "redraws edges"])
 def test_an_unusable_weights_folder_is_refused_and_nothing_written(
     problem: str, untrained_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
@@ -340,8 +341,12 @@ def test_an_unusable_weights_folder_is_refused_and_nothing_written(
         config.with_overrides({"inference.refine": True}).save(model / CONFIG_FILENAME)
         n = len(FEATURE_NAMES)
         save_refiner(Refiner(5.0, (0.0,) * n, (1.0,) * n, (0.0,) * n, 0.0), model)
+    elif problem == "redraws edges":  # the Z_ADC boundary step, which the bundle could not reproduce either
+        config = ExperimentConfig.load(model / CONFIG_FILENAME)
+        config.with_overrides({"inference.zadc_boundary": 0.4}).save(model / CONFIG_FILENAME)
     named = {"missing folder": model / CONFIG_FILENAME, "no config.json": model / CONFIG_FILENAME,
-             "no weights": model, "corrupt weights": model / "fold0.pt", "refines": "no MONAI bundle form"}[problem]
+             "no weights": model, "corrupt weights": model / "fold0.pt", "refines": "no MONAI bundle form",
+             "redraws edges": "zadc_boundary is 0.4"}[problem]
     out = tmp_path / "out" / "bundle"
     refused(export.main(["bundle", "--model", str(model), "--out", str(out)]), capsys, str(named))
     assert not (tmp_path / "out").exists()

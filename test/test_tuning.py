@@ -199,14 +199,14 @@ def test_chosen_setting_lands_in_config_json(tmp_path: Path) -> None:
     config = tiny_config()
     config.save(tmp_path / CONFIG_FILENAME)
     chosen = Candidate(PostProcessing(threshold=0.3, min_component_mm3=25.0, empty_fallback_probability=0.1,
-                                      tta_flips=True), dice=0.7, masd_mm=2.0, nsd=0.8)
+                                      tta_flips=True, zadc_boundary=0.4), dice=0.7, masd_mm=2.0, nsd=0.8)
     from hieseg.training.tuning import TuningResult
 
     result = TuningResult(chosen=chosen, best_plain=chosen, best_tta=chosen, candidates=[chosen], case_ids=["a"])
     apply_tuning(config, tmp_path, result)
     saved = ExperimentConfig.load(tmp_path / CONFIG_FILENAME).inference
-    assert (saved.threshold, saved.min_component_mm3, saved.empty_fallback_probability, saved.tta_flips) == (
-        0.3, 25.0, 0.1, True)
+    assert (saved.threshold, saved.min_component_mm3, saved.empty_fallback_probability, saved.tta_flips,
+            saved.zadc_boundary) == (0.3, 25.0, 0.1, True, 0.4)
     assert json.loads((tmp_path / TUNING_JSON).read_text())["chosen"] == {
         "threshold": 0.3, "min_component_mm3": 25.0, "empty_fallback_probability": 0.1, "tta_flips": True,
-        "refine": False, "min_total_mm3": 0.0, "dice": 0.7, "masd_mm": 2.0, "nsd": 0.8}
+        "refine": False, "min_total_mm3": 0.0, "zadc_boundary": 0.4, "dice": 0.7, "masd_mm": 2.0, "nsd": 0.8}

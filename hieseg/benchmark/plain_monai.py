@@ -98,4 +98,5 @@ class BaselinePredictor:
             "min_component_mm3": self.settings.min_component_mm3,
             "empty_fallback_probability": self.settings.empty_fallback_probability,
             "min_total_mm3": self.settings.min_total_mm3,
+            "zadc_boundary": self.settings.zadc_boundary,
         }

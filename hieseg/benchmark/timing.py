@@ -31,6 +31,7 @@ import hieseg
 from hieseg.benchmark.plain_monai import BaselinePredictor
 from hieseg.config.settings import CONFIG_FILENAME, ExperimentConfig, InferenceConfig
 from hieseg.data.transforms import IMAGE, case_to_dict, training_transforms
+from hieseg.inference.boundary import ZadcMap
 from hieseg.inference.postprocess import final_mask
 from hieseg.inference.predictor import Predictor
 from hieseg.io.images import MHA_SUFFIX, from_xyz_array, write_image_atomic
@@ -253,7 +254,8 @@ def whole_case(
     with clock.stage("invert"):
         native = predictor.to_native(probability, network_input)
     with clock.stage("postprocess"):
-        mask = final_mask(native, case.adc.GetSpacing(), settings.postprocessing)
+        post = settings.postprocessing
+        mask = final_mask(native, case.adc.GetSpacing(), post, ZadcMap.if_needed(case, post.zadc_boundary))
         image = from_xyz_array(mask, case.adc)
     with clock.stage("write"):
         write_image_atomic(image, Path(job.mask_path))

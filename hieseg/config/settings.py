@@ -382,6 +382,10 @@ class InferenceConfig(Section):
     refine: bool = False
     """Refine the probability with the folder's ``refinement.json`` (local ADC and Z_ADC features) before
     thresholding; tuning switches it on only when it wins on the validation cases."""
+    zadc_boundary: float = setting(0.0, between(0, 1, open_high=True))
+    """Redraw each lesion's edge where Z_ADC has come this fraction of the way from the surrounding tissue's level
+    to the lesion's depth (:mod:`hieseg.inference.boundary`); 0: the network's edge. Applied after the small
+    components and the fallback, before the per-case decision."""
     amp: bool = True
     """Mixed precision; only takes effect on CUDA."""
 
@@ -408,6 +412,7 @@ class PostProcessing:
     tta_flips: bool
     refine: bool = False
     min_total_mm3: float = 0.0
+    zadc_boundary: float = 0.0
 
 
 POSTPROCESSING_KEYS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(PostProcessing))
@@ -431,6 +436,9 @@ class TuningConfig(Section):
     """Candidates of ``inference.min_total_mm3``, the per-case empty decision; only lesion-free validation cases
     (``lesion_free_share``) can ever choose one above 0. After training, those at or above the smallest lesion
     among the training and validation labels are not tried (:func:`hieseg.training.tuning.below_smallest_lesion`)."""
+    zadc_boundary: tuple[float, ...] = setting((0.0,), between(0, 1, open_high=True))
+    """Candidates of ``inference.zadc_boundary``; 0 keeps the network's edge. The recipe tries 0 and 0.4
+    (docs/quality.md); a source whose labels do not follow the Z_ADC map keeps 0."""
     lesion_free_share: float = setting(0.0, between(0, 1, open_high=True))
     """The share of the tuning mean given to lesion-free copies of the validation cases
     (:mod:`hieseg.data.healing`), one per case, which cost a second prediction each; 0 makes none. A source with

@@ -6,9 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from hieseg.config.settings import PostProcessing
-
-FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-"""26-connectivity: voxels touching by a corner belong to the same lesion."""
+from hieseg.inference.boundary import FULL_CONNECTIVITY, ZadcMap, zadc_boundary
 
 
 def binarize(probability: np.ndarray, threshold: float) -> np.ndarray:
@@ -44,14 +42,28 @@ def empty_below_total(mask: np.ndarray, spacing: tuple[float, float, float], min
     return mask
 
 
-def final_mask(probability: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing) -> np.ndarray:
+def final_mask(probability: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing,
+               zadc_map: ZadcMap | None = None) -> np.ndarray:
     """Threshold, drop small components, fall back to the peak's component if nothing is left
-    (:func:`lesion_mask`), then empty a mask too small in all to call the case lesioned.
+    (:func:`lesion_mask`), redraw each component's edge from Z_ADC (:func:`~hieseg.inference.boundary.zadc_boundary`),
+    then empty a mask too small in all to call the case lesioned.
 
-    The per-case decision (:func:`empty_below_total`) is off when ``settings.min_total_mm3`` is 0.
+    The edge is redrawn only when ``settings.zadc_boundary`` is above 0, which needs the case's ``zadc_map``; the
+    per-case decision (:func:`empty_below_total`) is off when ``settings.min_total_mm3`` is 0.
     (``tta_flips`` acts on the probability before it gets here.)
     """
-    return empty_below_total(lesion_mask(probability, spacing, settings), spacing, settings.min_total_mm3)
+    return empty_below_total(redrawn_edges(lesion_mask(probability, spacing, settings), spacing, settings, zadc_map),
+                             spacing, settings.min_total_mm3)
+
+
+def redrawn_edges(mask: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing,
+                  zadc_map: ZadcMap | None) -> np.ndarray:
+    """The mask with its edges redrawn at ``settings.zadc_boundary`` (0: unchanged, no map needed)."""
+    if settings.zadc_boundary <= 0:
+        return mask
+    if zadc_map is None:
+        raise ValueError("inference.zadc_boundary is set but no Z_ADC map was given to draw the edges from")
+    return zadc_boundary(mask, zadc_map, spacing, settings.zadc_boundary)
 
 
 def lesion_mask(probability: np.ndarray, spacing: tuple[float, float, float], settings: PostProcessing) -> np.ndarray:

@@ -27,6 +27,7 @@ from hieseg.data.transforms import (
     inference_transforms,
 )
 from hieseg.errors import ModelError
+from hieseg.inference.boundary import ZadcMap
 from hieseg.inference.postprocess import final_mask
 from hieseg.io.brain import brain_of
 from hieseg.io.images import from_xyz_array, to_xyz_array, write_image_atomic
@@ -112,7 +113,9 @@ class Predictor:
 
     def mask(self, case: CaseImages) -> np.ndarray:
         """Binary uint8 lesion mask on the native grid, axes (x, y, z)."""
-        return final_mask(self.probability(case), case.adc.GetSpacing(), self.settings.postprocessing)
+        settings = self.settings.postprocessing
+        return final_mask(self.probability(case), case.adc.GetSpacing(), settings,
+                          ZadcMap.if_needed(case, settings.zadc_boundary))
 
     def mask_image(self, case: CaseImages) -> sitk.Image:
         """The mask as an image with exactly the ADC's size, spacing, origin and direction."""

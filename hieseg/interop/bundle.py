@@ -98,6 +98,10 @@ def export_bundle(model_dir: Path, out: Path, *, version: str = DEFAULT_VERSION,
         raise ModelError(f"{model_dir / CONFIG_FILENAME}: inference.refine is true, and the refinement stage "
                          f"({REFINEMENT_FILENAME}) has no MONAI bundle form; set it to false there to export the "
                          "networks alone")
+    if weights.config.inference.zadc_boundary > 0:
+        raise ModelError(f"{model_dir / CONFIG_FILENAME}: inference.zadc_boundary is "
+                         f"{weights.config.inference.zadc_boundary:g}, and the Z_ADC boundary step has no MONAI bundle "
+                         "form; set it to 0 there to export the networks' own edges")
     tuning = _read_tuning(model_dir / TUNING_JSON)
     require_new_folder(out)
     license_text = _license_text(license_file)

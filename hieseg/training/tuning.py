@@ -49,7 +49,8 @@ from hieseg.config.settings import (
 )
 from hieseg.data.healing import heal_case
 from hieseg.evaluation.scoring import Reference
-from hieseg.inference.postprocess import empty_below_total, lesion_mask
+from hieseg.inference.boundary import ZadcMap
+from hieseg.inference.postprocess import empty_below_total, lesion_mask, redrawn_edges
 from hieseg.inference.predictor import Predictor
 from hieseg.io.images import MM3_PER_ML, mask_volume_ml, to_xyz_array, write_atomic
 from hieseg.io.layout import CaseImages
@@ -215,12 +216,12 @@ def refinement_candidates(maps: Sequence[tuple[RefinementExample, CaseImages]],
 
 
 def candidate_settings(settings: TuningConfig, tta: bool, refine: bool = False) -> list[PostProcessing]:
-    """Every (threshold, minimum component, empty fallback, minimum total) of the grid, smaller components and
-    totals first, with ``tta`` and ``refine``."""
-    return [PostProcessing(threshold, minimum, fallback, tta, refine, total)
-            for threshold, minimum, fallback, total in itertools.product(
+    """Every (threshold, minimum component, empty fallback, Z_ADC boundary, minimum total) of the grid, smaller
+    components and totals first, with ``tta`` and ``refine``."""
+    return [PostProcessing(threshold, minimum, fallback, tta, refine, total, boundary)
+            for threshold, minimum, fallback, boundary, total in itertools.product(
                 settings.thresholds, sorted(settings.min_component_mm3), settings.empty_fallback_probability,
-                sorted(settings.min_total_mm3))]
+                sorted(settings.zadc_boundary), sorted(settings.min_total_mm3))]
 
 
 def score_settings(
@@ -231,19 +232,24 @@ def score_settings(
 
     Most settings leave the mask of a neighbouring one unchanged (a larger minimum size that
     removes nothing more, a fallback that only acts on empty masks); their scores are then
-    reused instead of recomputing the surface distances. The minimum totals, the grid's innermost
-    axis, share one :func:`~hieseg.inference.postprocess.lesion_mask` and differ only in the cheap
-    :func:`~hieseg.inference.postprocess.empty_below_total` after it.
+    reused instead of recomputing the surface distances. The Z_ADC boundaries and the minimum totals, the
+    grid's two innermost axes, share one :func:`~hieseg.inference.postprocess.lesion_mask`, and the totals one
+    redrawn mask before :func:`~hieseg.inference.postprocess.empty_below_total`, the cheap last step.
     """
     reference = Reference.of_case(case)
     spacing = tuple(case.adc.GetSpacing())
+    zadc_map = ZadcMap.if_needed(case, max(settings.zadc_boundary))
     scores: dict[PostProcessing, MetricTriple] = {}
     known: list[tuple[np.ndarray, MetricTriple]] = []
+    thresholded: tuple[PostProcessing, np.ndarray] | None = None
     before_total: tuple[PostProcessing, np.ndarray] | None = None
     for setting in candidate_settings(settings, tta, refine):
         shared = dataclasses.replace(setting, min_total_mm3=0.0)
+        unedged = dataclasses.replace(shared, zadc_boundary=0.0)
+        if thresholded is None or thresholded[0] != unedged:
+            thresholded = (unedged, lesion_mask(probability, spacing, unedged))
         if before_total is None or before_total[0] != shared:
-            before_total = (shared, lesion_mask(probability, spacing, shared))
+            before_total = (shared, redrawn_edges(thresholded[1], spacing, shared, zadc_map))
         mask = empty_below_total(before_total[1], spacing, setting.min_total_mm3)
         reused = next((triple for seen, triple in known if np.array_equal(seen, mask)), None)
         if reused is None:
@@ -335,7 +341,7 @@ def describe(settings: PostProcessing) -> str:
     """A post-processing setting in words, for logs and the command line."""
     return (f"threshold {settings.threshold:g}, min component {settings.min_component_mm3:g} mm3, "
             f"empty fallback {settings.empty_fallback_probability:g}, min total {settings.min_total_mm3:g} mm3, "
-            f"flip TTA {'on' if settings.tta_flips else 'off'}, "
+            f"Z_ADC boundary {settings.zadc_boundary:g}, flip TTA {'on' if settings.tta_flips else 'off'}, "
             f"refinement {'on' if settings.refine else 'off'}")
 
 
