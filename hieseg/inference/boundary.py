@@ -1,4 +1,4 @@
-"""Each predicted lesion's edge redrawn where the Z_ADC map comes half way back from the lesion's depth.
+"""Each predicted lesion's edge redrawn where the Z_ADC map comes part of the way back from the lesion's depth.
 
 The challenge's Z_ADC maps are smoothed with a 2 mm kernel (``..._smooth2mm_clipped10.mha``). A lesion with a sharp
 edge, blurred that way, keeps its edge where the map has risen from the lesion's depth part of the way back to the
@@ -59,16 +59,15 @@ def zadc_boundary(mask: np.ndarray, zadc_map: ZadcMap, spacing: tuple[float, flo
     the component's depth (0 returns the mask unchanged)."""
     if fraction <= 0 or not mask.any():
         return mask
-    labels, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
+    labels, _ = ndimage.label(mask, structure=FULL_CONNECTIVITY)
     redrawn = np.zeros(mask.shape, dtype=bool)
-    for box, component in _components(labels, count, spacing):
+    for box, component in _components(labels, spacing):
         redrawn[box] |= _redrawn_component(component, mask[box].astype(bool), zadc_map.zadc[box],
                                            zadc_map.brain[box], spacing, fraction)
     return redrawn.astype(np.uint8)
 
 
-def _components(labels: np.ndarray, count: int, spacing: tuple[float, float, float]
-                ) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+def _components(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[tuple[tuple[slice, ...], np.ndarray]]:
     """Each component as (its bounding box widened by the shell's outer radius, its voxels in that box)."""
     margin = [int(np.ceil(SHELL_MM[1] / step)) + 1 for step in spacing]
     found = []
