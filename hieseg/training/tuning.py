@@ -238,7 +238,7 @@ def score_settings(
     """
     reference = Reference.of_case(case)
     spacing = tuple(case.adc.GetSpacing())
-    zadc_map = ZadcMap.if_needed(case, max(settings.zadc_boundary))
+    zadc_map = ZadcMap(reference.zadc, reference.brain) if max(settings.zadc_boundary) > 0 else None
     scores: dict[PostProcessing, MetricTriple] = {}
     known: list[tuple[np.ndarray, MetricTriple]] = []
     thresholded: tuple[PostProcessing, np.ndarray] | None = None
