@@ -14,9 +14,11 @@ from hieseg.data.transforms import (
     BRAIN,
     IMAGE,
     LABEL,
+    LESION_INDEX_COUNT,
     SAMPLING,
     NormalizeNatived,
     SamplingClassesd,
+    balanced_lesion_indices,
     case_to_dict,
     inference_transforms,
     invert_to_native,
@@ -200,3 +202,47 @@ def test_mimic_patches_are_centred_on_the_mimic(lesion: float, mimic: float) -> 
 def test_lesion_and_mimic_shares_may_not_exceed_one() -> None:
     with pytest.raises(ConfigError, match="lesion_fraction \\+ train.mimic_fraction must be at most 1"):
         tiny_config(**{"train.lesion_fraction": 0.8, "train.mimic_fraction": 0.3})
+
+
+def two_lesion_case() -> CaseImages:
+    """A 128 x 128 x 16 brain at the tiny grid's spacing with a large lesion (12 x 12 x 6 voxels) near one corner and a
+    small one (2 x 2 x 1) near the opposite corner, both Z_ADC -4."""
+    shape = (128, 128, 16)
+    adc, zadc, label = np.full(shape, 1500.0, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
+    label[8:20, 8:20, 5:11] = 1
+    label[110:112, 110:112, 8] = 1
+    zadc[label == 1] = -4.0
+    images = []
+    for array in (adc, zadc, label):
+        image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
+        image.SetSpacing((2.0, 2.0, 4.0))
+        images.append(image)
+    return CaseImages(CaseFiles("TWO_001", Path("a"), Path("z"), Path("l")), *images)
+
+
+def test_balanced_lesion_indices_give_every_lesion_the_same_count_of_its_own_voxels() -> None:
+    lesion = np.zeros((30, 30, 10), dtype=bool)
+    lesion[2:22, 2:22, 1:9] = True
+    lesion[26:28, 26, 5] = True
+    lesion[28, 27, 6] = True  # touches the small lesion by a corner: the same lesion
+    indices = balanced_lesion_indices(lesion)
+    labels = np.zeros(lesion.shape, dtype=int)
+    labels[2:22, 2:22, 1:9], labels[26:28, 26, 5], labels[28, 27, 6] = 1, 2, 2
+    drawn = labels.ravel()[indices]
+    assert (drawn > 0).all()
+    assert (drawn == 1).sum() == (drawn == 2).sum() == LESION_INDEX_COUNT
+    assert set(indices[drawn == 2]) == set(np.flatnonzero(labels == 2))
+    assert balanced_lesion_indices(np.zeros((4, 4, 4), dtype=bool)).size == 0
+
+
+@pytest.mark.parametrize(("sampling", "small_share"), [("voxel", (0.0, 0.1)), ("lesion", (0.35, 0.65))])
+def test_lesion_sampling_draws_each_lesion_alike(sampling: str, small_share: tuple[float, float]) -> None:
+    config = tiny_config(**{"train.samples_per_case": 60, "train.lesion_fraction": 1.0,
+                            "train.lesion_sampling": sampling, **NO_AUGMENTATION})
+    transform = training_transforms(config)
+    transform.set_random_state(seed=0)
+    samples = transform(case_to_dict(two_lesion_case()))
+    with_small = sum(int(s[LABEL].sum()) <= 4 for s in samples)
+    assert all(s[LABEL].any() for s in samples)
+    assert small_share[0] <= with_small / len(samples) <= small_share[1]
+    assert SAMPLING not in samples[0] and BRAIN not in samples[0]

@@ -54,6 +54,9 @@ nnU-Net does); ``network_grid``, after resampling, over resampled ADC > 0 (forma
 ZADC_NORMALIZATIONS: tuple[str, ...] = ("z_score", "centred")
 """How the Z_ADC channel is normalised over the brain: ``z_score``, like the ADC (format 1 to 3 weights);
 ``centred``, minus the brain's median only, keeping the normative model's units."""
+LESION_SAMPLINGS: tuple[str, ...] = ("voxel", "lesion")
+"""How a lesion patch's centre is drawn: ``voxel``, any lesion voxel alike, so a case's large lesions take nearly
+every patch; ``lesion``, a lesion (26-connected, on the network grid) first, each alike, then a voxel of it."""
 NETWORK_NAMES: tuple[str, ...] = ("unet", "dynunet", "segresnet", "swinunetr")
 """The networks ``network.name`` chooses among (built by ``hieseg.model.network``), each with its own section."""
 LOSS_NAMES: tuple[str, ...] = (
@@ -309,6 +312,8 @@ class TrainConfig(Section):
     samples_per_case: int = setting(2, AT_LEAST_ONE)
     lesion_fraction: float = setting(0.67, PROBABILITY)
     """Share of patches centred on a lesion voxel (the rest on other brain voxels)."""
+    lesion_sampling: str = setting("voxel", one_of(*LESION_SAMPLINGS))
+    """Which lesion voxel a lesion patch is centred on (see ``LESION_SAMPLINGS``)."""
     mimic_fraction: float = setting(0.0, PROBABILITY)
     """Share of patches centred on a lesion mimic: a brain voxel whose Z_ADC channel is under ``mimic_zadc`` and
     that lies over ``mimic_distance_mm`` from every lesion voxel (where a threshold reader would mark a lesion
