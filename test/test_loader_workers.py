@@ -120,9 +120,10 @@ def test_num_workers_is_auto_by_default_and_null_in_config_json(tmp_path: Path) 
 
 
 def test_the_cached_bytes_are_those_of_the_cached_arrays() -> None:
-    data = [{"image": torch.zeros(2, 4, 4, 4), "label": np.zeros((1, 4, 4, 4), np.uint8), "name": "a"}] * 3
+    data = [{"image": torch.zeros(2, 4, 4, 4), "label": np.zeros((1, 4, 4, 4), np.uint8), "name": "a",
+             "indices": [np.zeros(10, np.int32), np.zeros(5, np.int32)]}] * 3
     cached = CacheDataset(data, transform=Compose([]), cache_rate=1.0, progress=False, num_workers=0)
-    assert cached_bytes(cached) == 3 * (2 * 64 * 4 + 64)
+    assert cached_bytes(cached) == 3 * (2 * 64 * 4 + 64 + 15 * 4)
     assert cached_bytes(CacheDataset(data, transform=Compose([]), cache_rate=0.0, progress=False)) == 0
 
 

@@ -148,15 +148,22 @@ def training_loader(
 
 
 def cached_bytes(dataset: CacheDataset) -> int:
-    """Bytes of the arrays a :class:`CacheDataset` holds in memory (0 when it caches nothing)."""
-    total = 0
-    for item in getattr(dataset, "_cache", None) or []:
-        for value in item.values() if isinstance(item, dict) else [item]:
-            if isinstance(value, torch.Tensor):
-                total += value.element_size() * value.nelement()
-            elif isinstance(value, np.ndarray):
-                total += value.nbytes
-    return total
+    """Bytes of the arrays a :class:`CacheDataset` holds in memory (0 when it caches nothing), lists of arrays
+    (the sampling indices) included."""
+    return sum(_array_bytes(item) for item in getattr(dataset, "_cache", None) or [])
+
+
+def _array_bytes(value: object) -> int:
+    """Bytes of the tensors and arrays in ``value``, looking into dictionaries, lists and tuples."""
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(_array_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_array_bytes(item) for item in value)
+    return 0
 
 
 def cycle(loader: DataLoader, first_pass: int = 0) -> Iterator[dict]:
