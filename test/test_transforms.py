@@ -156,21 +156,31 @@ NO_AUGMENTATION = {f"augment.{name}": 0.0 for name in (
     "intensity_prob")}
 
 
-def mimic_case() -> CaseImages:
-    """A 128 x 128 x 16 brain at the tiny grid's spacing: a lesion (Z_ADC -4) near one corner, a lesion mimic
-    (Z_ADC -4, no label) near the opposite one, a second low spot 4 mm from the lesion, Z_ADC 0 elsewhere."""
+def blank_brain() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ADC 1500, Z_ADC 0 and an empty label over a 128 x 128 x 16 brain, axes (x, y, z)."""
     shape = (128, 128, 16)
-    adc, zadc, label = np.full(shape, 1500.0, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
-    label[10:14, 10:14, 6:9] = 1
-    zadc[label == 1] = -4.0
-    zadc[110:114, 110:114, 6:9] = -4.0
-    zadc[16, 10:14, 6:9] = -4.0
+    return np.full(shape, 1500.0, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
+
+
+def tiny_grid_case(case_id: str, adc: np.ndarray, zadc: np.ndarray, label: np.ndarray) -> CaseImages:
+    """A case of (x, y, z) arrays at the tiny grid's spacing (2 x 2 x 4 mm)."""
     images = []
     for array in (adc, zadc, label):
         image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
         image.SetSpacing((2.0, 2.0, 4.0))
         images.append(image)
-    return CaseImages(CaseFiles("MIMIC_001", Path("a"), Path("z"), Path("l")), *images)
+    return CaseImages(CaseFiles(case_id, Path("a"), Path("z"), Path("l")), *images)
+
+
+def mimic_case() -> CaseImages:
+    """A 128 x 128 x 16 brain at the tiny grid's spacing: a lesion (Z_ADC -4) near one corner, a lesion mimic
+    (Z_ADC -4, no label) near the opposite one, a second low spot 4 mm from the lesion, Z_ADC 0 elsewhere."""
+    adc, zadc, label = blank_brain()
+    label[10:14, 10:14, 6:9] = 1
+    zadc[label == 1] = -4.0
+    zadc[110:114, 110:114, 6:9] = -4.0
+    zadc[16, 10:14, 6:9] = -4.0
+    return tiny_grid_case("MIMIC_001", adc, zadc, label)
 
 
 def test_sampling_classes_mark_the_lesion_and_the_mimics_far_from_it() -> None:
@@ -207,17 +217,11 @@ def test_lesion_and_mimic_shares_may_not_exceed_one() -> None:
 def two_lesion_case() -> CaseImages:
     """A 128 x 128 x 16 brain at the tiny grid's spacing with a large lesion (12 x 12 x 6 voxels) near one corner and a
     small one (2 x 2 x 1) near the opposite corner, both Z_ADC -4."""
-    shape = (128, 128, 16)
-    adc, zadc, label = np.full(shape, 1500.0, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
+    adc, zadc, label = blank_brain()
     label[8:20, 8:20, 5:11] = 1
     label[110:112, 110:112, 8] = 1
     zadc[label == 1] = -4.0
-    images = []
-    for array in (adc, zadc, label):
-        image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
-        image.SetSpacing((2.0, 2.0, 4.0))
-        images.append(image)
-    return CaseImages(CaseFiles("TWO_001", Path("a"), Path("z"), Path("l")), *images)
+    return tiny_grid_case("TWO_001", adc, zadc, label)
 
 
 def test_balanced_lesion_indices_give_every_lesion_the_same_count_of_its_own_voxels() -> None:
