@@ -56,7 +56,9 @@ ZADC_NORMALIZATIONS: tuple[str, ...] = ("z_score", "centred")
 ``centred``, minus the brain's median only, keeping the normative model's units."""
 LESION_SAMPLINGS: tuple[str, ...] = ("voxel", "lesion")
 """How a lesion patch's centre is drawn: ``voxel``, any lesion voxel alike, so a case's large lesions take nearly
-every patch; ``lesion``, a lesion (26-connected, on the network grid) first, each alike, then a voxel of it."""
+every patch; ``lesion``, a lesion (26-connected, on the network grid) first, each alike, then a voxel of it. The
+recipe keeps ``voxel``: ``lesion`` found more lesions on family-a-train but marked more false ones and lost Dice
+(docs/quality.md)."""
 NETWORK_NAMES: tuple[str, ...] = ("unet", "dynunet", "segresnet", "swinunetr")
 """The networks ``network.name`` chooses among (built by ``hieseg.model.network``), each with its own section."""
 LOSS_NAMES: tuple[str, ...] = (

@@ -345,8 +345,8 @@ class LesionBalancedIndicesd(MapTransform):
 
     Drawn voxel by voxel, a patch lands on a lesion in proportion to its volume: a case with a 10 ml lesion and a
     0.1 ml one shows the small one in about one lesion patch of a hundred, though small lesions are most of the
-    lesions a network misses. Drawing the lesion first gives each the same share, as the lesion-wise scores count
-    them. The list is made once per case (cached with the preprocessed volumes); the crop draws from it.
+    lesions a network misses. Drawing the lesion first gives each the same share. The list is made once per case
+    (cached with the preprocessed volumes); the crop draws from it.
     """
 
     def __init__(self) -> None:
