@@ -44,6 +44,7 @@ from monai.transforms import (
     Spacingd,
     SpatialPadd,
 )
+from monai.transforms.utils import map_classes_to_indices
 from scipy import ndimage
 
 from hieseg.config.settings import (
@@ -340,8 +341,9 @@ class SamplingClassesd(MapTransform):
 
 
 class LesionBalancedIndicesd(MapTransform):
-    """:data:`SAMPLING_INDICES` from :data:`SAMPLING` and the brain: each class's voxels in the brain, the lesion
-    class's as :data:`LESION_INDEX_COUNT` entries per lesion.
+    """:data:`SAMPLING_INDICES` from :data:`SAMPLING` and the brain: each class's voxels in the brain, as MONAI's
+    crop finds them itself without a list (``map_classes_to_indices``), the lesion class's then as
+    :data:`LESION_INDEX_COUNT` entries per lesion.
 
     Drawn voxel by voxel, a patch lands on a lesion in proportion to its volume: a case with a 10 ml lesion and a
     0.1 ml one shows the small one in about one lesion patch of a hundred, though small lesions are most of the
@@ -354,11 +356,11 @@ class LesionBalancedIndicesd(MapTransform):
 
     def __call__(self, data: dict) -> dict:
         result = dict(data)
-        classes = data[SAMPLING].as_tensor()[0].numpy()
-        brain = data[BRAIN].as_tensor()[0].numpy() > 0
-        indices = [np.flatnonzero(brain & (classes == value)).astype(np.int32)
-                   for value in range(len(SAMPLING_CLASSES))]
-        indices[1] = balanced_lesion_indices(brain & (classes == 1))
+        indices = [np.asarray(found, dtype=np.int32) for found in map_classes_to_indices(
+            data[SAMPLING], len(SAMPLING_CLASSES), data[BRAIN], image_threshold=0.0)]
+        lesion = np.zeros(data[SAMPLING].shape[1:], dtype=bool)
+        lesion.flat[indices[1]] = True
+        indices[1] = balanced_lesion_indices(lesion)
         result[SAMPLING_INDICES] = indices
         return result
 
