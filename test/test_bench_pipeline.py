@@ -72,7 +72,7 @@ def test_the_markdown_gives_the_rates_and_the_workers_they_ask_for() -> None:
         "",
         "## Training loop: 1 loader worker (train.num_workers auto: 2 usable cores, cpu), 1 intra-op thread(s)",
         "",
-        "- 0.400 steps/s over 4 steps after 3 warm-up (4 steps per pass over the cases; each pass starts fresh "
+        "- 0.400 steps/s over 4 steps after 3 warm-up (4 steps per pass of the loader; each pass starts fresh "
         "workers)",
         "- Waiting for the loader: 0.025 s per step, 1.0 % of the loop",
         "- Peak RSS 1024 MiB",

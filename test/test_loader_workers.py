@@ -24,6 +24,7 @@ from hieseg.training.optimization import (
     describe_workers,
     intra_op_threads,
     loader_workers,
+    shuffles_per_pass,
 )
 from hieseg.training.trainer import Trainer
 
@@ -125,6 +126,28 @@ def test_the_cached_bytes_are_those_of_the_cached_arrays() -> None:
     cached = CacheDataset(data, transform=Compose([]), cache_rate=1.0, progress=False, num_workers=0)
     assert cached_bytes(cached) == 3 * (2 * 64 * 4 + 64 + 15 * 4)
     assert cached_bytes(CacheDataset(data, transform=Compose([]), cache_rate=0.0, progress=False)) == 0
+
+
+@pytest.mark.parametrize(("steps", "batch", "cases", "launched", "expected"), [
+    (60, 4, 32, False, 8), (61, 4, 30, False, 9), (60, 4, 240, False, 1), (0, 4, 32, False, 1), (60, 4, 32, True, 1),
+])
+def test_a_pass_of_a_single_process_takes_the_shuffles_an_epoch_needs(
+    steps: int, batch: int, cases: int, launched: bool, expected: int
+) -> None:
+    config = tiny_config(**{"train.steps_per_epoch": steps, "train.batch_size": batch})
+    assert shuffles_per_pass(config, cases, launched) == expected
+    assert batches_per_pass(config, cases, 1, launched) == -(-expected * cases // batch)
+
+
+def test_a_pass_of_the_loader_is_whole_shuffles_replayed_by_its_seed(small_cases: list) -> None:
+    config = tiny_config(**{"train.steps_per_epoch": 5, "train.batch_size": 2})
+    loader = training_loader(config, small_cases[:4], CPU, workers=0)
+    assert len(loader) == 6  # 3 shuffles of 4 cases hold the epoch's 10 patches drawn 2 at a time
+    loader.generator.manual_seed(7)
+    order = list(loader.sampler)
+    assert [sorted(order[start:start + 4]) for start in (0, 4, 8)] == [[0, 1, 2, 3]] * 3
+    loader.generator.manual_seed(7)
+    assert list(loader.sampler) == order
 
 
 def test_the_loader_logs_its_cache_and_takes_the_workers_it_is_given(

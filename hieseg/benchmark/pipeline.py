@@ -327,7 +327,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"## Training loop: {loop['workers_chosen']}, {loop['torch_threads']} intra-op thread(s)",
             "",
             f"- {loop['steps_per_second']:.3f} steps/s over {loop['steps']} steps after {LOOP_WARMUP_STEPS} warm-up "
-            f"({loop['steps_per_pass']} steps per pass over the cases; each pass starts fresh workers)",
+            f"({loop['steps_per_pass']} steps per pass of the loader; each pass starts fresh workers)",
             f"- Waiting for the loader: {loop['wait_seconds_per_step']:.3f} s per step, "
             f"{100 * loop['wait_fraction']:.1f} % of the loop",
             f"- Peak RSS {loop['peak_rss_bytes'] / MIB:.0f} MiB" + (

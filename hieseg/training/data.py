@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.data import CacheDataset, DataLoader, list_data_collate
+from torch.utils.data import RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
@@ -27,7 +28,7 @@ from hieseg.data.transforms import case_to_dict, check_network_grid, training_tr
 from hieseg.errors import DatasetError
 from hieseg.io.layout import CaseImages, discover_union, load_case
 from hieseg.training.distributed import Ranks
-from hieseg.training.optimization import batches_per_pass, loader_workers
+from hieseg.training.optimization import batches_per_pass, loader_workers, shuffles_per_pass
 
 LOG = logging.getLogger(__name__)
 
@@ -101,13 +102,15 @@ def training_loader(
 ) -> DataLoader:
     """Patches of the training cases drawn by ``workers`` loader workers (default: ``train.num_workers``, chosen
     from the cores and the cases when auto, :func:`~hieseg.training.optimization.loader_workers`); the deterministic
-    preprocessing is cached in memory (``train.cache_cases``), and its size logged.
+    preprocessing is cached in memory (``train.cache_cases``), and its size logged. A single process's pass over
+    the loader draws as many shuffles of the cases as an epoch takes
+    (:func:`~hieseg.training.optimization.shuffles_per_pass`), so its workers start once an epoch.
 
     Under torchrun the ranks must draw different patches, or the averaged gradient would only
     be one rank's computed N times. Two things see to it. A :class:`DistributedSampler` deals
     each rank its own slice of one shuffled case order, the same order on every rank (seeded by
     ``train.seed`` and the pass over the data, see :func:`cycle`), so one pass of all ranks
-    visits every case once, as one pass of a single process does. And the random patch centres
+    visits every case once, as one shuffle of a single process does. And the random patch centres
     and augmentations come from a per-rank seed (:func:`epoch_seed`), so ranks differ even when
     a pass is padded with repeated cases. Both follow from (seed, epoch, rank), so a resumed run
     replays them. Every rank caches all the training cases, since its slice changes with each
@@ -127,21 +130,21 @@ def training_loader(
         LOG.info("preprocessed cases cached in memory: %d case(s), %.1f MB", len(data), cached_bytes(dataset) / 1e6)
     if workers is None:
         workers = loader_workers(config, device, ranks.local_world_size,
-                                 batches_per_pass(config, len(data), ranks.world_size))
+                                 batches_per_pass(config, len(data), ranks.world_size, ranks.launched))
+    generator = torch.Generator()
     sampler = (
         DistributedSampler(dataset, ranks.world_size, ranks.rank, shuffle=True, seed=config.train.seed)
         if ranks.launched
-        else None
+        else RandomSampler(dataset, num_samples=shuffles_per_pass(config, len(data)) * len(data), generator=generator)
     )
     return DataLoader(
         dataset,
         batch_size=config.train.batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
         num_workers=workers,
         collate_fn=list_data_collate,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator(),
+        generator=generator,
         worker_init_fn=_seed_worker,
         persistent_workers=False,
     )
@@ -167,7 +170,7 @@ def _array_bytes(value: object) -> int:
 
 
 def cycle(loader: DataLoader, first_pass: int = 0) -> Iterator[dict]:
-    """Batches forever, reshuffling at each pass, so an epoch may be longer than the dataset.
+    """Batches forever, reshuffling at each pass, so an epoch may be longer than a pass.
 
     Each pass starts fresh workers, seeded from the loader's generator (see :func:`seed_epoch`).
     A :class:`DistributedSampler` shuffles by its pass number instead, counted over the whole

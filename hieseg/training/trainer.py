@@ -140,9 +140,9 @@ class Trainer:
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
         self.weights_path = self.out_dir / f"{self.name}.pt"
         self.workers = loader_workers(config, device, ranks.local_world_size,
-                                      batches_per_pass(config, len(self.cases), ranks.world_size))
+                                      batches_per_pass(config, len(self.cases), ranks.world_size, ranks.launched))
         """Loader workers (``train.num_workers``; auto: from the cores, and no more than the batches of a pass over
-        all the cases given, which the training cases alone never exceed)."""
+        all the cases given)."""
         self.workers_recorded = False
         """Whether ``workers`` is the number a resumed checkpoint recorded (``train.num_workers`` auto)."""
         self.state = TrainingState(loader_workers=self.workers)
