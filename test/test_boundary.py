@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from hieseg.config.settings import ExperimentConfig, PostProcessing, TuningConfig
 from hieseg.errors import ConfigError
+from hieseg.evaluation.scoring import Reference
 from hieseg.inference.boundary import REACH_MM, ZadcMap, zadc_boundary
 from hieseg.inference.postprocess import final_mask
 from hieseg.io.layout import CaseFiles, CaseImages
@@ -144,3 +145,22 @@ def test_weights_of_earlier_versions_keep_the_networks_edge() -> None:
     data = ExperimentConfig().to_dict()
     del data["inference"]["zadc_boundary"]
     assert ExperimentConfig.from_dict(data).inference.postprocessing.zadc_boundary == 0.0
+
+
+def test_every_setting_the_tuner_scores_is_scored_as_its_final_mask() -> None:
+    truth = ball(6)
+    probability = np.where(ball(4), 0.8, np.where(ball(5), 0.35, 0.0)).astype(np.float32)
+    probability[3, 3, 3:5] = 0.6  # a 2 mm3 speck that the smaller minimum components remove
+    case = CaseImages(files=CaseFiles("graded", Path("adc.mha"), Path("zadc.mha"), Path("label.mha")),
+                      adc=image(np.full(SHAPE, 1000.0, dtype=np.float32)), zadc=image(smoothed_map(truth).zadc),
+                      label=image(truth.astype(np.uint8)))
+    settings = TuningConfig(thresholds=(0.3, 0.5, 0.9), min_component_mm3=(0.0, 5.0, 600.0),
+                            empty_fallback_probability=(0.0, 0.5), zadc_boundary=(0.0, 0.5),
+                            min_total_mm3=(0.0, 300.0, 2000.0))
+    reference = Reference.of_case(case)
+    zadc_map = ZadcMap(reference.zadc, reference.brain)
+    scores = score_settings(probability, case, settings)
+    assert len(scores) == 3 * 3 * 2 * 2 * 3 and len(set(scores.values())) >= 6
+    for setting, triple in scores.items():
+        metrics = reference.score(final_mask(probability, SPACING, setting, zadc_map))
+        assert triple == (metrics.dice, metrics.masd_mm, metrics.nsd), setting

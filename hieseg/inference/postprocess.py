@@ -73,7 +73,13 @@ def lesion_mask(probability: np.ndarray, spacing: tuple[float, float, float], se
     The fallback is off when ``settings.empty_fallback_probability`` is 0; otherwise an empty
     result whose peak probability reaches it becomes :func:`peak_component`.
     """
-    mask = remove_small_components(binarize(probability, settings.threshold), spacing, settings.min_component_mm3)
+    mask = cleaned_mask(probability, spacing, settings.threshold, settings.min_component_mm3)
     if settings.empty_fallback_probability > 0.0 and not mask.any():
         return peak_component(probability, settings.empty_fallback_probability)
     return mask
+
+
+def cleaned_mask(probability: np.ndarray, spacing: tuple[float, float, float], threshold: float,
+                 min_component_mm3: float) -> np.ndarray:
+    """Voxels at or above ``threshold``, without the components under ``min_component_mm3``."""
+    return remove_small_components(binarize(probability, threshold), spacing, min_component_mm3)

@@ -28,6 +28,7 @@ beats it in the ranking; it is then fitted on all the validation cases and saved
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -50,7 +51,7 @@ from hieseg.config.settings import (
 from hieseg.data.healing import heal_case
 from hieseg.evaluation.scoring import Reference
 from hieseg.inference.boundary import ZadcMap
-from hieseg.inference.postprocess import empty_below_total, lesion_mask, redrawn_edges
+from hieseg.inference.postprocess import cleaned_mask, empty_below_total, peak_component, redrawn_edges
 from hieseg.inference.predictor import Predictor
 from hieseg.io.images import MM3_PER_ML, mask_volume_ml, to_xyz_array, write_atomic
 from hieseg.io.layout import CaseImages
@@ -230,34 +231,51 @@ def score_settings(
     """Challenge scores of one case's probability map (predicted with flip TTA ``tta`` or not, refined or not)
     under every setting.
 
-    Most settings leave the mask of a neighbouring one unchanged (a larger minimum size that
-    removes nothing more, a fallback that only acts on empty masks); their scores are then
-    reused instead of recomputing the surface distances. The Z_ADC boundaries and the minimum totals, the
-    grid's two innermost axes, share one :func:`~hieseg.inference.postprocess.lesion_mask`, and the totals one
-    redrawn mask before :func:`~hieseg.inference.postprocess.empty_below_total`, the cheap last step.
+    Most settings leave the mask of a neighbouring one unchanged (a larger minimum size that removes nothing more,
+    a fallback that only acts on empty masks), so each step runs once per distinct input: the threshold and minimum
+    component once per pair (:func:`~hieseg.inference.postprocess.cleaned_mask`), the fallback's peak component
+    once per fallback probability, the edge redrawing and the surface distances once per distinct mask (known by
+    its fingerprint) and Z_ADC boundary; the minimum total (:func:`~hieseg.inference.postprocess.empty_below_total`)
+    is the cheap last step. Each setting's scores equal those of
+    :func:`~hieseg.inference.postprocess.final_mask` (tested).
     """
     reference = Reference.of_case(case)
     spacing = tuple(case.adc.GetSpacing())
     zadc_map = ZadcMap(reference.zadc, reference.brain) if max(settings.zadc_boundary) > 0 else None
     scores: dict[PostProcessing, MetricTriple] = {}
-    known: list[tuple[np.ndarray, MetricTriple]] = []
-    thresholded: tuple[PostProcessing, np.ndarray] | None = None
-    before_total: tuple[PostProcessing, np.ndarray] | None = None
+    scored: dict[tuple[bytes, float] | None, MetricTriple] = {}
+    redrawn: dict[tuple[bytes, float], np.ndarray] = {}
+    peaks: dict[float, tuple[np.ndarray, bytes]] = {}
+    cleaned: tuple[tuple[float, float], np.ndarray, bytes, bool] | None = None
     for setting in candidate_settings(settings, tta, refine):
-        shared = dataclasses.replace(setting, min_total_mm3=0.0)
-        unedged = dataclasses.replace(shared, zadc_boundary=0.0)
-        if thresholded is None or thresholded[0] != unedged:
-            thresholded = (unedged, lesion_mask(probability, spacing, unedged))
-        if before_total is None or before_total[0] != shared:
-            before_total = (shared, redrawn_edges(thresholded[1], spacing, shared, zadc_map))
-        mask = empty_below_total(before_total[1], spacing, setting.min_total_mm3)
-        reused = next((triple for seen, triple in known if np.array_equal(seen, mask)), None)
-        if reused is None:
-            metrics = reference.score(mask)
-            reused = (metrics.dice, metrics.masd_mm, metrics.nsd)
-            known.append((mask, reused))
-        scores[setting] = reused
+        pair = (setting.threshold, setting.min_component_mm3)
+        if cleaned is None or cleaned[0] != pair:
+            if cleaned is not None and cleaned[0][0] != setting.threshold:
+                redrawn = {}  # the threshold is the grid's outer axis: the masks of the last one are done with
+            mask = cleaned_mask(probability, spacing, *pair)
+            cleaned = (pair, mask, _digest(mask), bool(mask.any()))
+        mask, digest = cleaned[1], cleaned[2]
+        fallback = setting.empty_fallback_probability
+        if fallback > 0.0 and not cleaned[3]:  # lesion_mask's rule: an empty mask becomes the peak's component
+            if fallback not in peaks:
+                peak = peak_component(probability, fallback)
+                peaks[fallback] = (peak, _digest(peak))
+            mask, digest = peaks[fallback]
+        edges = (digest, setting.zadc_boundary)
+        if edges not in redrawn:
+            redrawn[edges] = redrawn_edges(mask, spacing, setting, zadc_map)
+        final = empty_below_total(redrawn[edges], spacing, setting.min_total_mm3)
+        key = edges if final is redrawn[edges] else None  # None: emptied by the minimum total
+        if key not in scored:
+            metrics = reference.score(final)
+            scored[key] = (metrics.dice, metrics.masd_mm, metrics.nsd)
+        scores[setting] = scored[key]
     return scores
+
+
+def _digest(mask: np.ndarray) -> bytes:
+    """A fingerprint of a mask's voxels, standing for it as a key (masks of one case share their shape)."""
+    return hashlib.blake2b(np.ascontiguousarray(mask).view(np.uint8).tobytes(), digest_size=16).digest()
 
 
 def best_candidate(candidates: Sequence[Candidate]) -> Candidate:
