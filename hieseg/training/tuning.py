@@ -36,6 +36,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -246,17 +247,15 @@ def score_settings(
     scored: dict[tuple[bytes, float] | None, MetricTriple] = {}
     redrawn: dict[tuple[bytes, float], np.ndarray] = {}
     peaks: dict[float, tuple[np.ndarray, bytes]] = {}
-    cleaned: tuple[tuple[float, float], np.ndarray, bytes, bool] | None = None
+    cleaned: _Cleaned | None = None
     for setting in candidate_settings(settings, tta, refine):
-        pair = (setting.threshold, setting.min_component_mm3)
-        if cleaned is None or cleaned[0] != pair:
-            if cleaned is not None and cleaned[0][0] != setting.threshold:
+        if cleaned is None or not cleaned.serves(setting):
+            if cleaned is not None and cleaned.threshold != setting.threshold:
                 redrawn = {}  # the threshold is the grid's outer axis: the masks of the last one are done with
-            mask = cleaned_mask(probability, spacing, *pair)
-            cleaned = (pair, mask, _digest(mask), bool(mask.any()))
-        mask, digest = cleaned[1], cleaned[2]
+            cleaned = _Cleaned.of(probability, spacing, setting)
+        mask, digest = cleaned.mask, cleaned.digest
         fallback = setting.empty_fallback_probability
-        if fallback > 0.0 and not cleaned[3]:  # lesion_mask's rule: an empty mask becomes the peak's component
+        if fallback > 0.0 and cleaned.empty:  # lesion_mask's rule: an empty mask becomes the peak's component
             if fallback not in peaks:
                 peak = peak_component(probability, fallback)
                 peaks[fallback] = (peak, _digest(peak))
@@ -271,6 +270,27 @@ def score_settings(
             scored[key] = (metrics.dice, metrics.masd_mm, metrics.nsd)
         scores[setting] = scored[key]
     return scores
+
+
+class _Cleaned(NamedTuple):
+    """One (threshold, minimum component) pair's mask in :func:`score_settings`, with what its later steps ask of
+    it: its fingerprint and whether it is empty."""
+
+    threshold: float
+    min_component_mm3: float
+    mask: np.ndarray
+    digest: bytes
+    empty: bool
+
+    @classmethod
+    def of(cls, probability: np.ndarray, spacing: tuple[float, ...], setting: PostProcessing) -> _Cleaned:
+        """The mask ``setting``'s threshold and minimum component make of ``probability``."""
+        mask = cleaned_mask(probability, spacing, setting.threshold, setting.min_component_mm3)
+        return cls(setting.threshold, setting.min_component_mm3, mask, _digest(mask), not mask.any())
+
+    def serves(self, setting: PostProcessing) -> bool:
+        """Whether ``setting`` thresholds and cleans as this mask was made."""
+        return (self.threshold, self.min_component_mm3) == (setting.threshold, setting.min_component_mm3)
 
 
 def _digest(mask: np.ndarray) -> bytes:
