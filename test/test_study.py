@@ -286,6 +286,8 @@ def test_cli_reports_bad_arguments_in_one_line(tmp_path: Path, small_release: Pa
     assert "--networks: unknown network name(s) unetr" in capsys.readouterr().err
     assert study_cli.main([*base, "--set", "network.name=segresnet"]) == 2
     assert "choose networks with --networks" in capsys.readouterr().err
+    assert study_cli.main([*base, "--set", "train.networks_per_fold=2"]) == 2
+    assert "train.networks_per_fold: a study trains and scores one network" in capsys.readouterr().err
     assert not (tmp_path / "study").exists()
 
 

@@ -30,6 +30,11 @@ def test_the_plan_is_done_plus_the_remaining_budget_over_the_mean_epoch(done: in
     assert planned_epochs(config, done, seconds) == expected
 
 
+def test_a_folds_networks_share_its_budget_equally() -> None:
+    config = tiny_config(**{"train.epochs": 8, "train.budget_min": 1.0, "train.networks_per_fold": 2})
+    assert planned_epochs(config, 1, [10.0]) == 3  # 20 s left of a network's 30 s, at 10 s an epoch
+
+
 def test_a_negative_budget_is_refused() -> None:
     with pytest.raises(ConfigError, match="train.budget_min"):
         tiny_config(**{"train.budget_min": -1.0})

@@ -154,6 +154,46 @@ def test_tuning_covers_every_fold_of_the_folder_out_of_fold(small_cases: list, t
     assert "model.pt: not tuned with the others" in caplog.text
 
 
+def test_a_folds_second_network_is_a_run_of_the_next_seed_on_the_same_split(small_cases: list,
+                                                                            tmp_path: Path) -> None:
+    config = one_epoch_config(**{"train.networks_per_fold": 2})
+    first = train(config, small_cases, tmp_path / "folder", device=CPU, progress=False)
+    second = train(config, small_cases, tmp_path / "folder", network=1, device=CPU, progress=False)
+    alone = train(one_epoch_config(**{"train.seed": config.train.seed + 1}), small_cases, tmp_path / "alone",
+                  validation_ids=first.validation_ids, device=CPU, progress=False)
+    assert (first.weights.name, second.weights.name) == ("fold0.pt", "fold0-net1.pt")
+    assert (tmp_path / "folder" / "runs" / "fold0-net1" / "last.ckpt").is_file()
+    assert second.validation_ids == first.validation_ids == alone.validation_ids
+    assert second.training_ids == alone.training_ids
+    weights = [torch.load(result.weights, weights_only=True) for result in (first, second, alone)]
+    assert all(torch.equal(weights[1][name], weights[2][name]) for name in weights[1])
+    assert not all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    runs = held_out_runs(tmp_path / "folder", second.config, small_cases, [])
+    assert runs == [(second.weights, first.validation_ids), (first.weights, first.validation_ids)]  # by name
+
+
+def test_cli_tunes_a_folds_networks_on_their_mean(small_release: Path, tmp_path: Path, monkeypatch) -> None:
+    from hieseg.cli import train as train_cli
+
+    scored = []
+    real_tune = train_cli.tune_trained_folder.__globals__["tune"]
+
+    def recording_tune(config, held_out, device, progress=True):
+        scored.extend((part.weights, len(part.cases)) for part in held_out)
+        return real_tune(config, held_out, device, progress)
+
+    monkeypatch.setitem(train_cli.tune_trained_folder.__globals__, "tune", recording_tune)
+    config_file = tmp_path / "base.json"
+    one_epoch_config(**{"train.networks_per_fold": 2, "tuning.thresholds": (0.5,), "tuning.try_tta": False,
+                        "tuning.min_component_mm3": (0.0,), "tuning.empty_fallback_probability": (0.0,)}
+                     ).save(config_file)
+    out = tmp_path / "out"
+    assert train_cli.main(["--data", str(small_release), "--out", str(out), "--config", str(config_file),
+                           "--device", "cpu", "--no-progress"]) == 0
+    assert sorted(path.name for path in out.glob("*.pt")) == ["fold0-net1.pt", "fold0.pt"]
+    assert scored == [((out / "fold0-net1.pt", out / "fold0.pt"), 2)]
+
+
 def run_train_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True, cwd=REPO,

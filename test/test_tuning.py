@@ -118,7 +118,7 @@ def test_lesion_free_copies_are_predicted_and_named_in_the_result(untrained_mode
     config = ExperimentConfig.load(untrained_model_dir / CONFIG_FILENAME).with_overrides(
         {"tuning.thresholds": (0.5,), "tuning.min_component_mm3": (0.0,), "tuning.empty_fallback_probability": (0.0,),
          "tuning.min_total_mm3": (0.0, 1e9), "tuning.try_tta": False, "tuning.lesion_free_share": 0.5})
-    result = tune(config, [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)], torch.device("cpu"), False)
+    result = tune(config, [HeldOut((untrained_model_dir / "fold0.pt",), validation_cases)], torch.device("cpu"), False)
     ids = [case.files.case_id for case in validation_cases]
     assert result.case_ids == ids and result.lesion_free_ids == [i + HEALED_SUFFIX for i in ids]
     by_total = {c.settings.min_total_mm3: c for c in result.candidates}
@@ -178,7 +178,7 @@ def test_tta_needs_a_measured_gain(untrained_model_dir: Path, validation_cases) 
         {"tuning.thresholds": (0.3, 0.5), "tuning.min_component_mm3": (0.0, 50.0),
          "tuning.empty_fallback_probability": (0.0,), "tuning.tta_min_dice_gain": 2.0}
     )
-    held_out = [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)]
+    held_out = [HeldOut((untrained_model_dir / "fold0.pt",), validation_cases)]
     result = tune(config, held_out, torch.device("cpu"), progress=False)
     assert len(result.candidates) == 8 and sum(c.settings.tta_flips for c in result.candidates) == 4
     assert result.best_tta is not None and not result.chosen.settings.tta_flips
@@ -191,7 +191,7 @@ def test_tuning_can_be_limited_to_plain_prediction(untrained_model_dir: Path, va
         {"tuning.thresholds": (0.5,), "tuning.min_component_mm3": (0.0,), "tuning.empty_fallback_probability": (0.0,),
          "tuning.try_tta": False}
     )
-    result = tune(config, [HeldOut(untrained_model_dir / "fold0.pt", validation_cases)], torch.device("cpu"), False)
+    result = tune(config, [HeldOut((untrained_model_dir / "fold0.pt",), validation_cases)], torch.device("cpu"), False)
     assert result.best_tta is None and len(result.candidates) == 1
 
 

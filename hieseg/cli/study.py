@@ -160,7 +160,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         raise ConfigError(f"--set {', '.join(fixed)}: the study sets these per run; "
                           "choose networks with --networks and losses with --losses")
     flags = {"train.folds": args.folds, "train.epochs": args.epochs, "train.seed": args.seed}
-    return build_config(args.config, flags, settings)
+    config = build_config(args.config, flags, settings)
+    if config.train.networks_per_fold != 1:
+        raise ConfigError(f"train.networks_per_fold: a study trains and scores one network per network, loss and "
+                          f"fold, so it must be 1, got {config.train.networks_per_fold}")
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

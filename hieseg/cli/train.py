@@ -8,6 +8,7 @@ warnings and errors, and post-processing tuning runs on rank 0 once training is 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 from pathlib import Path
 
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         with distributed.process_group(ranks, device):
             distributed.on_main(lambda: check_outputs(args.out, configs, validation_ids, args.resume), ranks)
             cases = load_cases(args.data, progress and ranks.is_main)
-            for fold_config in configs:
-                result = train(fold_config, cases, args.out, device=device, ranks=ranks,
-                               validation_ids=validation_ids, resume=args.resume, progress=progress)
+            for fold_config, network in itertools.product(configs, range(config.train.networks_per_fold)):
+                result = train(fold_config, cases, args.out, device=device, ranks=ranks, validation_ids=validation_ids,
+                               network=network, resume=args.resume, progress=progress)
                 if ranks.is_main:
                     print(
                         f"{result.weights}: best validation Dice {result.best_dice:.4f} at epoch "

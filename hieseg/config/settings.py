@@ -345,6 +345,12 @@ class TrainConfig(Section):
     """Validations without improvement before early stopping (0 disables it)."""
     folds: int = setting(5, between(2))
     fold: int = setting(0, NON_NEGATIVE)
+    networks_per_fold: int = setting(1, AT_LEAST_ONE)
+    """Networks trained on each fold's (or the explicit validation list's) training cases; inference averages
+    them with the folder's others. Network m (from 0) draws its initialisation, patches and augmentation with
+    the seed ``seed + m`` (:func:`~hieseg.training.folder.network_seed`) while the split stays ``seed``'s; with
+    ``budget_min``, each takes an equal share of the budget. Tuning scores their mean probability on the
+    validation cases they share, as inference forms it."""
     seed: int = setting(42, between(0, 2**32 - 1))
     """Seeds numpy too, whose seeds are 32-bit."""
     num_workers: int | None = setting(None, NON_NEGATIVE)

@@ -1,4 +1,4 @@
-"""A weights folder: its config.json and its ``*.pt`` state dicts (one per fold), loaded and checked.
+"""A weights folder: its config.json and its ``*.pt`` state dicts (one per network of each fold), loaded and checked.
 
 The folder's one config.json builds every network, so an ensemble cannot mix networks or
 settings; a file that is not such weights is a :class:`~hieseg.errors.ModelError` naming it.

@@ -2,7 +2,8 @@
 
 ``<out>/config.json`` (the configuration inference rebuilds everything from, with its provenance),
 ``<out>/<name>.pt`` (the best weights by validation Dice; ``fold<k>.pt``, or ``model.pt`` for an
-explicit validation list) and ``<out>/runs/<name>/`` (the run's logs and checkpoint).
+explicit validation list, ``-net<m>`` added for a fold's further networks, ``train.networks_per_fold``) and
+``<out>/runs/<name>/`` (the run's logs and checkpoint).
 """
 
 from __future__ import annotations
@@ -30,12 +31,20 @@ from hieseg.training.logs import METRICS_FILE, continued_history
 
 LOG = logging.getLogger(__name__)
 RUNS_DIR = "runs"
-FOLD_WEIGHTS = re.compile(r"fold(\d+)\.pt")
+FOLD_WEIGHTS = re.compile(r"fold(\d+)(?:-net[1-9]\d*)?\.pt")
 
 
-def run_name(config: ExperimentConfig, validation_ids: list[str] | None) -> str:
-    """``model`` for a run on an explicit validation list, else ``fold<k>``."""
-    return "model" if validation_ids else f"fold{config.train.fold}"
+def run_name(config: ExperimentConfig, validation_ids: list[str] | None, network: int = 0) -> str:
+    """``model`` for a run on an explicit validation list, else ``fold<k>``; ``-net<m>`` added for a fold's
+    network m above 0 (``train.networks_per_fold``), so a folder of one network per fold keeps its names."""
+    base = "model" if validation_ids else f"fold{config.train.fold}"
+    return f"{base}-net{network}" if network else base
+
+
+def network_seed(config: ExperimentConfig, network: int) -> int:
+    """The seed of a fold's network ``network``: ``train.seed`` plus its number (32-bit), so network 0 draws as a
+    run of one network does and every other draws on its own; the split always follows ``train.seed``."""
+    return (config.train.seed + network) % 2**32
 
 
 def run_dir(out_dir: Path, name: str) -> Path:
@@ -58,10 +67,11 @@ def check_output(out_dir: Path, name: str, resume: bool) -> None:
 
 def check_outputs(out_dir: Path, configs: list[ExperimentConfig], validation_ids: list[str] | None,
                   resume: bool) -> None:
-    """:func:`check_output` and :func:`check_config_fits` for every run of a command (one per fold), before any
-    case is read."""
+    """:func:`check_output` and :func:`check_config_fits` for every run of a command (each network of each fold),
+    before any case is read."""
     for config in configs:
-        check_output(out_dir, run_name(config, validation_ids), resume)
+        for network in range(config.train.networks_per_fold):
+            check_output(out_dir, run_name(config, validation_ids, network), resume)
         check_config_fits(config, out_dir)
 
 
@@ -125,9 +135,9 @@ def held_out_runs(out_dir: Path, config: ExperimentConfig, cases: Sequence[CaseI
     """Every weights file of the folder with the cases it never trained on, for out-of-fold tuning.
 
     The folder's networks are ensembled at inference, so tuning covers all of them: ``trained``
-    (this command's runs) and every other ``fold<k>.pt`` there, whose validation cases are fold k
-    of the split ``config`` makes of ``cases``. Weights of an explicit validation list that this
-    command did not train cannot be placed, and are named in a warning.
+    (this command's runs) and every other ``fold<k>.pt`` or ``fold<k>-net<m>.pt`` there, whose validation
+    cases are fold k of the split ``config`` makes of ``cases``. Weights of an explicit validation list that
+    this command did not train cannot be placed, and are named in a warning.
     """
     runs = [(Path(weights), list(ids)) for weights, ids in trained]
     known = {weights.name for weights, _ in runs}

@@ -44,13 +44,18 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def network_budget_min(config: ExperimentConfig) -> float:
+    """One network's minutes of epochs: ``train.budget_min`` shared equally by a fold's ``train.networks_per_fold``."""
+    return config.train.budget_min / config.train.networks_per_fold
+
+
 def planned_epochs(config: ExperimentConfig, done: int, seconds: list[float]) -> int:
     """The epochs a run plans after ``done`` of them took ``seconds`` each: ``train.epochs`` without a budget;
-    with ``train.budget_min``, those done plus the remaining budget over the mean epoch, rounded, between
-    ``done`` (the budget is spent) and ``train.epochs``."""
+    with ``train.budget_min``, those done plus the remaining budget (:func:`network_budget_min`) over the mean
+    epoch, rounded, between ``done`` (the budget is spent) and ``train.epochs``."""
     if not config.train.budget_min or not seconds:
         return config.train.epochs
-    remaining = config.train.budget_min * 60.0 - sum(seconds)
+    remaining = network_budget_min(config) * 60.0 - sum(seconds)
     more = max(0, round(remaining / (sum(seconds) / len(seconds))))
     return max(done, min(config.train.epochs, done + more))
 

@@ -72,7 +72,7 @@ from hieseg.training.data import (
     training_loader,
 )
 from hieseg.training.distributed import Ranks
-from hieseg.training.folder import check_output, prepare_outputs, run_dir, run_name
+from hieseg.training.folder import check_output, network_seed, prepare_outputs, run_dir, run_name
 from hieseg.training.logs import (
     METRICS_FILE,
     log_scalars,
@@ -85,6 +85,7 @@ from hieseg.training.optimization import (
     describe_workers,
     intra_op_threads,
     loader_workers,
+    network_budget_min,
     optimisation_step,
     planned_epochs,
     torch_threads,
@@ -123,6 +124,7 @@ class Trainer:
         device: torch.device,
         ranks: Ranks | None = None,
         validation_ids: list[str] | None = None,
+        network: int = 0,
         resume: bool = False,
         progress: bool = True,
     ) -> None:
@@ -135,7 +137,10 @@ class Trainer:
         self.requested_validation = validation_ids
         self.resume = resume
         self.progress = progress and ranks.is_main
-        self.name = run_name(config, validation_ids)
+        self.name = run_name(config, validation_ids, network)
+        self.seed = network_seed(config, network)
+        """What this network's initialisation, patches and augmentation are drawn with (``train.networks_per_fold``);
+        the split is ``train.seed``'s."""
         self.run_dir = run_dir(self.out_dir, self.name)
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
         self.weights_path = self.out_dir / f"{self.name}.pt"
@@ -157,7 +162,7 @@ class Trainer:
             while self.state.epoch < self.planned:
                 epoch = self.state.epoch
                 started = time.perf_counter()
-                seed_epoch(self.loader, epoch_seed(self.config.train.seed, epoch, self.ranks.rank))
+                seed_epoch(self.loader, epoch_seed(self.seed, epoch, self.ranks.rank))
                 train_loss = self.train_epoch(epoch)
                 self.on_epoch_end(epoch, train_loss, started)
                 epochs.total = self.planned
@@ -184,7 +189,7 @@ class Trainer:
     def on_train_start(self) -> None:
         """Everything an epoch needs, in an order that keeps every random draw of a run reproducible."""
         distributed.on_main(lambda: check_output(self.out_dir, self.name, self.resume), self.ranks)
-        set_determinism(seed=self.config.train.seed)
+        set_determinism(seed=self.seed)
         cases = list(self.cases.values())
         self.config = with_data_spacing(self.config, [case.adc.GetSpacing() for case in cases])
         LOG.info("network grid %s mm", " x ".join(f"{s:g}" for s in self.config.preprocess.target_spacing))
@@ -208,7 +213,8 @@ class Trainer:
         self.model = distributed.data_parallel(self.network, self.device, self.ranks)
         LOG.info("%s", describe_workers(self.config, self.workers, self.device, self.ranks.local_world_size,
                                         self.workers_recorded))
-        self.loader = training_loader(self.config, [self.cases[i] for i in self.training_ids], self.device,
+        drawing = replace(self.config, train=replace(self.config.train, seed=self.seed))
+        self.loader = training_loader(drawing, [self.cases[i] for i in self.training_ids], self.device,
                                       self.ranks, self.workers)
 
     def restore(self) -> list[dict[str, float]] | None:
@@ -257,7 +263,7 @@ class Trainer:
         planned = planned_epochs(self.config, done.epoch, spent)
         if planned != self.planned:
             LOG.info("time budget %g min: %.1f min spent in %d epoch(s), %d epoch(s) planned",
-                     self.config.train.budget_min, sum(spent) / 60, done.epoch, planned)
+                     network_budget_min(self.config), sum(spent) / 60, done.epoch, planned)
         return replace(done, planned_epochs=planned)
 
     def train_epoch(self, epoch: int) -> float:

@@ -7,7 +7,8 @@ training, every validation case is predicted once per TTA setting, every (thresh
 minimum component, empty fallback, minimum total volume) of :class:`hieseg.config.settings.TuningConfig`
 is scored on the native grid with the challenge metrics, and the setting with the best mean rank over the
 three metrics wins, as the challenge ranks its entries. An ensemble is tuned on out-of-fold
-predictions: each fold's weights predict only the cases that fold held out.
+predictions: each fold's weights predict only the cases that fold held out, and a fold's several networks
+(``train.networks_per_fold``) predict them by their mean probability, as inference averages them.
 
 With ``lesion_free_share`` above 0, each validation case's lesion-free copy (:mod:`hieseg.data.healing`)
 is predicted and scored too, and the copies make up that share of every mean: the only way a release
@@ -123,9 +124,10 @@ class TuningResult:
 
 @dataclass(frozen=True)
 class HeldOut:
-    """Weights and the validation cases they never trained on."""
+    """Weights (one network, or several that share their training cases and are averaged) and the validation
+    cases they never trained on."""
 
-    weights: Path
+    weights: tuple[Path, ...]
     cases: list[CaseImages]
 
 
@@ -146,7 +148,7 @@ def tune(config: ExperimentConfig, held_out: Sequence[HeldOut], device: torch.de
         for part in held_out:
             predictor = Predictor(
                 config,
-                [load_network(config, part.weights, device)],
+                [load_network(config, weights, device) for weights in part.weights],
                 device,
                 dataclasses.replace(config.inference, tta_flips=tta, refine=False),
             )
@@ -340,10 +342,14 @@ def tune_trained_folder(
     progress: bool = True,
 ) -> TuningResult:
     """Tune a weights folder just trained on ``cases`` (already in memory): ``runs`` pairs each weights file
-    with its held-out ids; ``config`` is the one training wrote there. The per-case empty decisions tried stay
-    under the smallest lesion of ``cases`` (:func:`below_smallest_lesion`)."""
+    with its held-out ids, and the files that held out the same ids are scored by their mean; ``config`` is
+    the one training wrote there. The per-case empty decisions tried stay under the smallest lesion of
+    ``cases`` (:func:`below_smallest_lesion`)."""
     by_id = {case.files.case_id: case for case in cases}
-    held_out = [HeldOut(weights, [by_id[case_id] for case_id in ids]) for weights, ids in runs]
+    shared: dict[tuple[str, ...], list[Path]] = {}
+    for weights, ids in runs:
+        shared.setdefault(tuple(ids), []).append(Path(weights))
+    held_out = [HeldOut(tuple(weights), [by_id[case_id] for case_id in ids]) for ids, weights in shared.items()]
     bounded = dataclasses.replace(config, tuning=below_smallest_lesion(config.tuning, smallest_lesion_mm3(cases)))
     result = tune(bounded, held_out, device, progress)
     apply_tuning(config, model_dir, result)
