@@ -1,6 +1,6 @@
 # The recipe: train.py's settings of the demo weights (scripts/train_demo_model.sh) and of the recipe that
 # scripts/versus_nnunet.sh sets against nnU-Net, in one place. Sourced by both; each adds its data, output, fold,
-# seed and device. RECIPE_EPOCHS is the schedule's length (with train.budget_min, the most epochs it may take).
+# seed and device. RECIPE_EPOCHS is each network's schedule length (with train.budget_min, the most epochs it may take).
 # ZADC (default centred) is preprocess.zadc_normalization, kept settable for the earlier weights of docs/quality.md.
 # RECIPE_LOSS: tversky_ce (default: Tversky + cross-entropy, the recipe since 2026-12-06, docs/quality.md) or
 # tversky_hausdorffdt (0.9 Tversky + 0.1 log Hausdorff-DT: the demo weights v8 and those before; v9 has the default).
@@ -15,7 +15,14 @@
 # RECIPE_EDGES: zadc (default: the tuner also tries redrawing each lesion's edge from Z_ADC at 0.4 of its depth,
 # inference.zadc_boundary, the recipe since 2026-12-07, docs/quality.md) or network (the networks' own edges: the demo
 # weights v9 and before).
-RECIPE_EPOCHS=60
+# RECIPE_NETWORKS: two (default: two networks on each fold's cases, 40 epochs each, tuned and used by their mean
+# probability, the recipe since 2026-12-08, docs/quality.md) or one (one network of 60 epochs: the demo weights v9
+# and before).
+case "${RECIPE_NETWORKS:-two}" in
+    two) RECIPE_EPOCHS=40; RECIPE_NETWORKS_ARGS=(--set train.networks_per_fold=2) ;;
+    one) RECIPE_EPOCHS=60; RECIPE_NETWORKS_ARGS=(--set train.networks_per_fold=1) ;;
+    *) echo "error: RECIPE_NETWORKS must be two or one, got '$RECIPE_NETWORKS'" >&2; exit 2 ;;
+esac
 case "${RECIPE_LOSS:-tversky_ce}" in
     tversky_ce) RECIPE_LOSS_ARGS=(--loss tversky --set loss.ce_weight=1.0) ;;
     tversky_hausdorffdt) RECIPE_LOSS_ARGS=(--loss tversky_hausdorffdt) ;;
@@ -43,7 +50,7 @@ case "${RECIPE_EDGES:-zadc}" in
     *) echo "error: RECIPE_EDGES must be zadc or network, got '$RECIPE_EDGES'" >&2; exit 2 ;;
 esac
 RECIPE_ARGS=("${RECIPE_LOSS_ARGS[@]}" "${RECIPE_SAMPLING_ARGS[@]}" "${RECIPE_GRID_ARGS[@]}" "${RECIPE_TUNING_ARGS[@]}"
-    "${RECIPE_EDGES_ARGS[@]}"
+    "${RECIPE_EDGES_ARGS[@]}" "${RECIPE_NETWORKS_ARGS[@]}"
     --epochs "$RECIPE_EPOCHS"
     --set train.steps_per_epoch=60 --set train.learning_rate=0.002
     --set train.warmup_epochs=2 --set train.validate_every=6 --set train.patience=0

@@ -10,7 +10,9 @@
 # no elastic deformation), fold 0 of 5, then post-processing tuned on the 28 validation cases alone (RECIPE_TUNING=plain,
 # the default here; recipe.sh's own default since 2026-12-07 adds their lesion-free copies) with the networks' own
 # lesion edges (RECIPE_EDGES=network, the default here; recipe.sh's own default since 2026-12-07 also tries redrawing
-# them from Z_ADC): about 50 minutes on 2 idle cores. A stopped run continues with RESUME=1 (bit for bit).
+# them from Z_ADC) and one network (RECIPE_NETWORKS=one, the default here; recipe.sh's own default since 2026-12-08
+# trains two of 40 epochs each): v9 took 49 minutes on 2 idle cores (2026-12-06, before the loop became faster on
+# 2026-12-07). A stopped run continues with RESUME=1 (bit for bit).
 # ALSO lists release folders whose cases join DATA_DIR's for training (default ../shared/data/family-a-train; ALSO=
 # trains on DATA_DIR alone): train.py takes them all (--data DATA_DIR ALSO...) and trains on their cases as one
 # set, sorted by id, so the split is the one a single folder holding every case would give; a case id in two
@@ -45,6 +47,7 @@ RECIPE_GRID="${RECIPE_GRID:-median}"  # v9 and every earlier weights: nnU-Net's 
 RECIPE_TUNING="${RECIPE_TUNING:-plain}"  # v9 and every earlier weights: tuned on the validation cases alone
 RECIPE_SAMPLING="${RECIPE_SAMPLING:-cases4}"  # v9: no patch centred on lesion mimics (recipe.sh's default is mimic)
 RECIPE_EDGES="${RECIPE_EDGES:-network}"  # v9 and every earlier weights: the networks' own edges (recipe.sh's: zadc)
+RECIPE_NETWORKS="${RECIPE_NETWORKS:-one}"  # v9 and every earlier weights: one network of 60 epochs (recipe.sh's: two)
 source scripts/recipe.sh
 ALSO="${ALSO-../shared/data/family-a-train}"
 read -r -a ALSO_ROOTS <<< "$ALSO"

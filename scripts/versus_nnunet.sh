@@ -122,7 +122,7 @@ else
 fi
 timed recipe python train.py --data "$TRAIN" --out "$OUT/recipe" "${RECIPE[@]}" --device "$DEVICE" --no-progress
 if [ -z "${BUDGET_MIN:-}" ]; then
-    BUDGET_MIN=$(python -m hieseg.versus minutes "$OUT/recipe/runs/fold$FOLD")
+    BUDGET_MIN=$(python -m hieseg.versus minutes "$OUT/recipe" --fold "$FOLD")
 fi
 echo "budget: $BUDGET_MIN min of epochs per system ($BUDGET_SOURCE)"
 timed predict_recipe python -m hieseg.predict --input "$EVAL" --output "$OUT/predictions/recipe" \

@@ -38,6 +38,7 @@ def run_script(tmp_path: Path, data: Path, also: str | None) -> subprocess.Compl
     env.pop("RECIPE_GRID", None)
     env.pop("RECIPE_TUNING", None)
     env.pop("RECIPE_SAMPLING", None)
+    env.pop("RECIPE_NETWORKS", None)
     if also is not None:
         env["ALSO"] = also
     return subprocess.run(["bash", str(SCRIPT), str(data), str(tmp_path / "out")], env=env,
@@ -130,3 +131,12 @@ def test_the_recipe_centres_patches_on_lesion_mimics_and_the_demo_script_keeps_v
     result = subprocess.run(["bash", "-c", "RECIPE_SAMPLING=cases3; source scripts/recipe.sh"], cwd=REPO,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "RECIPE_SAMPLING must be mimic, cases4 or cases2, got 'cases3'" in result.stderr
+
+
+def test_the_recipe_trains_two_networks_of_40_epochs_and_the_demo_script_keeps_v9s_one_of_60(tmp_path: Path) -> None:
+    assert "--set train.networks_per_fold=2 --epochs 40 " in recipe_args(None)
+    demo = run_script(tmp_path, release(tmp_path / "a", "A_001"), "").stdout
+    assert "--set train.networks_per_fold=1 --epochs 60 " in demo
+    result = subprocess.run(["bash", "-c", "RECIPE_NETWORKS=three; source scripts/recipe.sh"], cwd=REPO,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "RECIPE_NETWORKS must be two or one, got 'three'" in result.stderr

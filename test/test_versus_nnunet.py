@@ -20,6 +20,7 @@ import pytest
 from hieseg.errors import DatasetError
 from hieseg.evaluation.baselines import BASELINES
 from hieseg.studies import versus
+from hieseg.training.logs import METRICS_FILE, write_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_BUDGET_MIN = 0.5
@@ -27,6 +28,27 @@ BUDGET_TOLERANCE = 2.0
 """Each system's epochs may outrun the smoke budget by this factor: with half a minute, one epoch is a sizeable part
 of it, and the machine is shared (the full run's epochs are a few percent of its budget). Both read the clock:
 nnU-Net's budget trainer and train.py's ``train.budget_min``."""
+
+
+def test_the_recipes_record_and_minutes_cover_every_network_of_its_fold(tmp_path: Path) -> None:
+    recipe = versus.Layout(tmp_path).recipe
+    seconds = {"fold0": [10.0, 12.0], "fold0-net1": [11.0], "fold1": [99.0]}
+    for name, epochs in seconds.items():
+        (recipe / "runs" / name).mkdir(parents=True)
+        write_metrics(recipe / "runs" / name / METRICS_FILE,
+                      [{"epoch": i + 1, "train_loss": 0.5, "val_dice": 0.6, "learning_rate": 0.0, "seconds": s}
+                       for i, s in enumerate(epochs)])
+    (recipe / "config.json").write_text(json.dumps({"train": {
+        "steps_per_epoch": 60, "epochs": 40, "budget_min": 0.0, "batch_size": 4, "patch_size": [64, 64, 32]}}))
+    record = versus.recipe_record(versus.Layout(tmp_path), 0, None)
+    assert (record["networks"], record["epochs"], record["steps"], record["training_s"]) == (2, 3, 180, 33.0)
+    assert [point["network"] for point in record["curve"]] == [0, 0, 1]
+    assert "recipe network 1 | 1 |" in versus.curve_table({"recipe": record})
+    minutes = subprocess.run([sys.executable, "-m", "hieseg.versus", "minutes", str(recipe), "--fold", "0"],
+                             cwd=REPO, capture_output=True, text=True, check=False)
+    assert minutes.returncode == 0 and minutes.stdout.strip() == "0.55", minutes.stderr
+    with pytest.raises(DatasetError, match="no run of fold 2"):
+        versus.runs_of_fold(recipe, 2)
 
 
 def test_the_split_check_compares_the_validation_cases(tmp_path: Path) -> None:
@@ -132,7 +154,9 @@ def test_the_smoke_run_scores_every_system_on_one_budget_and_one_split(tmp_path:
         assert system["training_s"] <= BUDGET_TOLERANCE * budget_s, name
         assert len(system["curve"]) == system["epochs"], name
     recipe = report["systems"]["recipe"]
-    assert recipe["budget_min"] == SMOKE_BUDGET_MIN and recipe["epochs"] < recipe["most_epochs"] == 60
+    assert recipe["budget_min"] == SMOKE_BUDGET_MIN and recipe["networks"] == 2 and recipe["most_epochs"] == 40
+    assert recipe["epochs"] < recipe["networks"] * recipe["most_epochs"]
+    assert [point["network"] for point in recipe["curve"]].count(1) >= 1, "both networks' curves are recorded"
     assert recipe["curve"][-1]["val_dice"] is not None, "the budget's last epoch validates"
     assert recipe["curve"][-1]["learning_rate"] == pytest.approx(0.0, abs=1e-12), "the schedule ends with the budget"
     for configuration in versus.NNUNET_CONFIGURATIONS:

@@ -2,13 +2,13 @@
 
 Usage::
 
-    python -m hieseg.versus minutes RUN                                          # prints a run's minutes of epochs
+    python -m hieseg.versus minutes WEIGHTS --fold K                  # prints a fold's minutes of epochs
     python -m hieseg.versus report OUT --train DIR --eval DIR --budget-min M --budget-source WHAT
                                    [--folds 5] [--seed 42] [--device cpu] [--nnunet-from EARLIER]
     python -m hieseg.versus reusable EARLIER --train DIR --eval DIR --budget-min M [--folds 5] [--seed 42]
                                    [--device cpu]
 
-``minutes`` prints the minutes a run's epochs took (the
+``minutes`` prints the minutes the epochs of a fold's networks took (the
 budget, when the recipe's own schedule sets it). ``report`` writes OUT/versus.json and OUT/versus.md from what
 the script left under OUT. ``reusable`` fails, naming the differences, unless the earlier run EARLIER had the
 same cases, budget, split and device, so that its nnU-Net arm may stand beside a new recipe (``NNUNET_FROM``).
@@ -31,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and the report versus.md / versus.json.")
     add_output_flags(parser, progress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{minutes,report,reusable}")
-    minutes = commands.add_parser("minutes", help="print the minutes a training run's epochs took",
-                                  description="Print the minutes of a train.py run's epochs (its metrics.csv).")
-    minutes.add_argument("run", type=Path, help="run folder (WEIGHTS/runs/fold<k>)")
+    minutes = commands.add_parser("minutes", help="print the minutes a fold's training took",
+                                  description="Print the minutes of the epochs of a fold's networks, from each "
+                                              "one's metrics.csv under WEIGHTS/runs/.")
+    minutes.add_argument("weights", type=Path, help="weights folder train.py wrote")
+    minutes.add_argument("--fold", type=int, required=True, help="the fold")
     report = commands.add_parser("report", help="write OUT/versus.json and OUT/versus.md",
                                  description="Gather the script's records under OUT into versus.json and versus.md.")
     report.add_argument("out", type=Path, help="the script's output folder")
@@ -60,9 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _minutes(args: argparse.Namespace) -> int:
-    from hieseg.studies.versus import training_seconds
+    from hieseg.studies.versus import runs_of_fold, training_seconds
 
-    print(f"{training_seconds(args.run) / 60:.2f}")
+    print(f"{training_seconds(runs_of_fold(args.weights, args.fold)) / 60:.2f}")
     return 0
 
 

@@ -28,6 +28,7 @@ from hieseg.errors import DatasetError
 from hieseg.evaluation.compare import COMPARISON_CSV, COMPARISON_JSON
 from hieseg.interop.nnunet import SPLITS_FILE
 from hieseg.io.tables import markdown_table, read_csv
+from hieseg.training.folder import fold_runs
 from hieseg.training.logs import METRICS_FILE, read_history
 
 RECIPE = "recipe"
@@ -73,8 +74,8 @@ class Layout:
         """One file per system, ``<name>.s``: the seconds its whole training process took (start-up included)."""
         return self.out / "wall"
 
-    def recipe_run(self, fold: int) -> Path:
-        return self.recipe / "runs" / f"fold{fold}"
+    def recipe_runs(self, fold: int) -> list[Path]:
+        return runs_of_fold(self.recipe, fold)
 
     def nnunet_fold(self, configuration: str, fold: int) -> Path:
         found = sorted(self.nnunet_results.glob(f"Dataset*/nnUNetTrainerBudget__nnUNetPlans__{configuration}/fold_{fold}"))
@@ -92,6 +93,15 @@ class Layout:
 # ---------------------------------------------------------------------------------------------- the recipe's budget
 
 
+def runs_of_fold(weights: Path, fold: int) -> list[Path]:
+    """The run folder of each network that train.py trained on ``fold`` into ``weights``
+    (``train.networks_per_fold``)."""
+    runs = fold_runs(weights, fold)
+    if not runs:
+        raise DatasetError(f"{weights}: no run of fold {fold} under runs/")
+    return runs
+
+
 def epoch_seconds(run: Path) -> list[float]:
     """The seconds of each epoch of a train.py run, from its metrics.csv (``seconds``: training and validation)."""
     history = read_history(Path(run) / METRICS_FILE)
@@ -100,9 +110,9 @@ def epoch_seconds(run: Path) -> list[float]:
     return [row["seconds"] for row in history]
 
 
-def training_seconds(run: Path) -> float:
-    """What the budget measures of a train.py run: the time its epochs took."""
-    return sum(epoch_seconds(run))
+def training_seconds(runs: Sequence[Path]) -> float:
+    """What the budget measures of train.py runs (a fold's networks): the time their epochs took."""
+    return sum(sum(epoch_seconds(run)) for run in runs)
 
 
 # ------------------------------------------------------------------------------------- an earlier run's nnU-Net arm
@@ -143,24 +153,28 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def recipe_record(layout: Layout, fold: int, wall_s: float | None) -> dict[str, Any]:
-    """The recipe's training: time (the sum of its epochs), its budget and most epochs (train.budget_min,
-    train.epochs), the epochs and steps run, and its validation curve from metrics.csv."""
-    history = read_history(layout.recipe_run(fold) / METRICS_FILE)
+    """The recipe's training: time (the sum of its networks' epochs), its budget and most epochs per network
+    (train.budget_min, train.epochs), its networks, the epochs and steps they ran, and each one's validation curve
+    from its metrics.csv."""
+    runs = layout.recipe_runs(fold)
+    histories = [read_history(run / METRICS_FILE) for run in runs]
     config = json.loads((layout.recipe / "config.json").read_text())
     steps_per_epoch = int(config["train"]["steps_per_epoch"])
+    epochs = sum(len(history) for history in histories)
     return {
-        "training_s": round(training_seconds(layout.recipe_run(fold)), 2),
+        "training_s": round(training_seconds(runs), 2),
         "wall_s": wall_s,
         "budget_min": float(config["train"].get("budget_min", 0.0)),
         "most_epochs": int(config["train"]["epochs"]),
-        "epochs": len(history),
+        "networks": len(runs),
+        "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
-        "steps": len(history) * steps_per_epoch,
+        "steps": epochs * steps_per_epoch,
         "batch_size": config["train"]["batch_size"],
         "patch_size": config["train"]["patch_size"],
-        "curve": [{"epoch": int(row["epoch"]), "val_dice": _finite_or_none(row["val_dice"]),
+        "curve": [{"network": network, "epoch": int(row["epoch"]), "val_dice": _finite_or_none(row["val_dice"]),
                    "train_loss": _finite_or_none(row["train_loss"]), "learning_rate": row["learning_rate"]}
-                  for row in history],
+                  for network, history in enumerate(histories) for row in history],
     }
 
 
@@ -310,7 +324,8 @@ def curve_table(systems: Mapping[str, Mapping[str, Any]]) -> str:
         for point in system["curve"]:
             dice = point.get("val_dice", point.get("pseudo_dice"))
             if dice is not None:
-                rows.append([name, str(point["epoch"]), _shown(dice), _shown(point.get("ema_dice")),
+                shown_name = f"{name} network {point['network']}" if point.get("network") else name
+                rows.append([shown_name, str(point["epoch"]), _shown(dice), _shown(point.get("ema_dice")),
                              _shown(point["learning_rate"], 5)])
     return "\n".join(markdown_table(["system", "epoch", "validation Dice", "EMA", "learning rate"], rows))
 

@@ -32,6 +32,7 @@ from hieseg.training.logs import METRICS_FILE, continued_history
 LOG = logging.getLogger(__name__)
 RUNS_DIR = "runs"
 FOLD_WEIGHTS = re.compile(r"fold(\d+)(?:-net[1-9]\d*)?\.pt")
+FOLD_RUN = re.compile(r"fold(\d+)(?:-net([1-9]\d*))?")
 
 
 def run_name(config: ExperimentConfig, validation_ids: list[str] | None, network: int = 0) -> str:
@@ -39,6 +40,17 @@ def run_name(config: ExperimentConfig, validation_ids: list[str] | None, network
     network m above 0 (``train.networks_per_fold``), so a folder of one network per fold keeps its names."""
     base = "model" if validation_ids else f"fold{config.train.fold}"
     return f"{base}-net{network}" if network else base
+
+
+def fold_runs(out_dir: Path, fold: int) -> list[Path]:
+    """The run folders of fold ``fold``'s networks in a weights folder (``runs/fold<k>``, ``runs/fold<k>-net<m>``),
+    network 0 first."""
+    found = {}
+    for folder in (Path(out_dir) / RUNS_DIR).glob(f"fold{fold}*"):
+        match = FOLD_RUN.fullmatch(folder.name)
+        if match is not None and int(match[1]) == fold:
+            found[int(match[2] or 0)] = folder
+    return [found[network] for network in sorted(found)]
 
 
 def network_seed(config: ExperimentConfig, network: int) -> int:
