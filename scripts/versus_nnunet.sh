@@ -11,10 +11,11 @@
 # Steps, each logged to OUT/logs/<step>.log:
 #   1. hieseg-export nnunet: the training release as nnU-Net's dataset, splits_final.json = train.py's folds;
 #      the evaluation release into imagesTs/; nnUNetv2_plan_and_preprocess (2d, 3d_fullres), its plans kept.
-#   2. the recipe: scripts/recipe.sh's train.py settings, fold 0 of 5. With BUDGET_MIN, train.py keeps the budget
-#      itself (train.budget_min: its epochs, at most the recipe's 60, and its cosine schedule end when the budget
-#      does); without it, the recipe trains its own 60 epochs and their time becomes the budget. Then its
-#      predictions of the evaluation cases: python -m hieseg.predict.
+#   2. the recipe: scripts/recipe.sh's train.py settings, fold 0 of 5 (two networks since 2026-12-08, one after the
+#      other). With BUDGET_MIN, train.py keeps the budget itself (train.budget_min, an equal share per network: its
+#      epochs, at most the recipe's 40 per network, and its cosine schedule end when its share does); without it,
+#      the recipe trains its own epochs (2 x 40) and their time becomes the budget. Then its predictions of the
+#      evaluation cases (the networks' mean): python -m hieseg.predict.
 #   3. nnU-Net, 2d then 3d_fullres, fold 0: python -m hieseg.nnunet train --budget-min (nnUNetTrainerBudget,
 #      nnU-Net's defaults but for the epoch count fitted to the budget and 25 training iterations per epoch, 5 with
 #      SMOKE; runs on a CPU-only install), then python -m hieseg.nnunet predict (masks on the input's grid).
