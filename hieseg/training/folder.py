@@ -31,8 +31,8 @@ from hieseg.training.logs import METRICS_FILE, continued_history
 
 LOG = logging.getLogger(__name__)
 RUNS_DIR = "runs"
-FOLD_WEIGHTS = re.compile(r"fold(\d+)(?:-net[1-9]\d*)?\.pt")
 FOLD_RUN = re.compile(r"fold(\d+)(?:-net([1-9]\d*))?")
+"""A fold's run name (:func:`run_name`): its run folder's name, and its weights file's stem."""
 
 
 def run_name(config: ExperimentConfig, validation_ids: list[str] | None, network: int = 0) -> str:
@@ -158,7 +158,7 @@ def held_out_runs(out_dir: Path, config: ExperimentConfig, cases: Sequence[CaseI
     for path in sorted(Path(out_dir).glob("*.pt")):
         if path.name in known:
             continue
-        match = FOLD_WEIGHTS.fullmatch(path.name)
+        match = FOLD_RUN.fullmatch(path.stem)
         if match is None:
             LOG.warning("%s: not tuned with the others (its validation cases are not recorded); it is still "
                         "ensembled at inference", path)
